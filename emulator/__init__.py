@@ -1,0 +1,1 @@
+"""Run SageMaker training jobs on the local Docker engine."""
