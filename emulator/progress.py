@@ -25,3 +25,4 @@ class Progress:
 
 
 NullProgress = Progress
+NO_PROGRESS = Progress()

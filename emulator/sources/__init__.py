@@ -37,6 +37,6 @@ def open_uri(uri: str) -> BinaryIO:
     from emulator.sources.local import local_path
 
     try:
-        return open(local_path(uri), "rb")  # noqa: SIM115 - the caller closes the stream
+        return open(local_path(uri), "rb")
     except OSError as exc:
         raise SourceError(f"{uri}: cannot open ({exc.strerror})") from exc

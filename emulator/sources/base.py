@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from emulator.errors import SourceError
-from emulator.progress import NullProgress, Progress
+from emulator.progress import NO_PROGRESS, Progress
 
 
 @dataclass(frozen=True, order=True)
@@ -75,7 +75,5 @@ class Source(ABC):
         """Up to ``length`` bytes from ``offset`` (fewer only at the end of the object)."""
 
     @abstractmethod
-    def download(
-        self, entries: list[Entry], dest: Path, progress: Progress = NullProgress()
-    ) -> None:
-        """Copy ``entries`` into ``dest``/relative_path, concurrently, byte-exact, checking sizes."""
+    def download(self, entries: list[Entry], dest: Path, progress: Progress = NO_PROGRESS) -> None:
+        """Copy ``entries`` into ``dest``/relative_path concurrently, byte-exact, sizes checked."""

@@ -15,7 +15,7 @@ from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
 from emulator.errors import SourceError
-from emulator.progress import NullProgress, Progress
+from emulator.progress import NO_PROGRESS, Progress
 from emulator.sources.base import Entry, Source, safe_relative_path
 
 COPY_CHUNK = 8 * 1024 * 1024
@@ -79,15 +79,13 @@ class LocalSource(Source):
             raise SourceError(f"{self.uri}: permission denied ({exc.filename})") from exc
 
     def open(self, entry: Entry) -> BinaryIO:
-        return open(entry.location, "rb")  # noqa: SIM115 - the caller closes the stream
+        return open(entry.location, "rb")
 
     def read_range(self, entry: Entry, offset: int, length: int) -> bytes:
         with open(entry.location, "rb") as handle:
             return os.pread(handle.fileno(), length, offset)
 
-    def download(
-        self, entries: list[Entry], dest: Path, progress: Progress = NullProgress()
-    ) -> None:
+    def download(self, entries: list[Entry], dest: Path, progress: Progress = NO_PROGRESS) -> None:
         def copy(entry: Entry) -> None:
             target = dest / entry.relative_path
             target.parent.mkdir(parents=True, exist_ok=True)
