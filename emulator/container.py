@@ -1,0 +1,199 @@
+"""Everything the emulator asks of Docker, through docker-py (the only module importing it).
+
+Docker errors are translated here, once, into the emulator's own: ``EnvironmentProblem`` for
+what the user must fix (no engine, missing image), ``StartFailed`` for a container that could
+not start (the job then fails, as SageMaker's would). Every container and network carries the
+label ``sagemaker-emulator.job=<job>`` so that ``prune`` finds leftovers even after a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import docker.types
+import requests.exceptions
+
+from emulator.errors import EnvironmentProblem
+
+LABEL_JOB = "sagemaker-emulator.job"
+LABEL_HOST = "sagemaker-emulator.host"
+LABEL_PID = "sagemaker-emulator.pid"
+EXIT_NOT_FOUND = 127  # what `docker run` reports when the command cannot be found
+EXIT_NOT_EXECUTABLE = 126
+
+_EXEC_ERROR = re.compile(r'(exec: "[^"]*": [^:]+?)(?:: unknown)?$')
+
+
+class StartFailed(Exception):
+    """The container exists but its process could not start (bad entrypoint, ...)."""
+
+    def __init__(self, reason: str, exit_code: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class Mount:
+    target: str  # path inside the container
+    source: Path  # path on the host
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerPlan:
+    """What one host's container is: the job's image, command and mounts for that host."""
+
+    job: str
+    host: str
+    image: str
+    network: str
+    entrypoint: list[str] | None
+    command: list[str] | None
+    environment: dict[str, str]
+    mounts: list[Mount]
+    gpus: int = 0  # -1 for all
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def job_labels(job: str) -> dict[str, str]:
+    return {LABEL_JOB: job, LABEL_PID: str(os.getpid())}
+
+
+class Container:
+    """One host's container: output, start, wait, signals, removal."""
+
+    def __init__(self, engine: DockerEngine, handle: Any, host: str) -> None:
+        self._engine = engine
+        self._handle = handle
+        self.host = host
+        self.id: str = handle.id
+
+    def attach(self) -> Iterator[tuple[bytes | None, bytes | None]]:
+        """(stdout, stderr) chunks from the start to the exit. Call before ``start``."""
+        stream: Iterator[tuple[bytes | None, bytes | None]] = self._engine.api.attach(
+            self.id, stdout=True, stderr=True, stream=True, logs=True, demux=True
+        )
+        return stream
+
+    def start(self) -> None:
+        try:
+            self._handle.start()
+        except docker.errors.APIError as exc:
+            raise _start_failure(exc) from exc
+
+    def wait(self, timeout: float | None = None) -> int:
+        """The exit code; raises TimeoutError when still running after ``timeout`` seconds."""
+        try:
+            result = self._handle.wait(timeout=timeout)
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
+            raise TimeoutError(self.host) from exc
+        return int(result.get("StatusCode", -1))
+
+    def signal(self, signal_name: str) -> None:
+        """Send a signal if still running (a container that already exited is fine)."""
+        try:
+            self._handle.kill(signal=signal_name)
+        except docker.errors.APIError as exc:
+            if exc.status_code not in (404, 409):
+                raise
+
+    def remove(self) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            self._handle.remove(force=True, v=True)
+
+
+def _start_failure(exc: docker.errors.APIError) -> StartFailed:
+    message = str(exc.explanation or exc)
+    match = _EXEC_ERROR.search(message.strip())
+    reason = match.group(1) if match else message
+    code = EXIT_NOT_EXECUTABLE if "permission denied" in reason else EXIT_NOT_FOUND
+    return StartFailed(reason, code)
+
+
+class DockerEngine:
+    """The local Docker engine; fails fast with a clear message when none answers."""
+
+    def __init__(self) -> None:
+        try:
+            self.client = docker.from_env(timeout=120)
+            self.client.ping()
+        except docker.errors.DockerException as exc:
+            where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+            raise EnvironmentProblem(
+                f"No Docker engine answers at {where}: start one (`make engine` as root, or "
+                "`sudo systemctl start docker`) or point DOCKER_HOST at it"
+            ) from exc
+        self.api = self.client.api
+
+    def require_image(self, image: str) -> None:
+        """The image must already be local: the emulator never pulls."""
+        try:
+            self.client.images.get(image)
+        except docker.errors.ImageNotFound as exc:
+            raise EnvironmentProblem(
+                f"Image {image!r} is not present on the local Docker engine, and the emulator "
+                f"never pulls. Build it (`docker build -t {image} .`), load it "
+                f"(`docker load -i image.tar`), or pull it yourself first"
+            ) from exc
+        except docker.errors.APIError as exc:
+            raise EnvironmentProblem(f"Image {image!r} cannot be inspected: {exc}") from exc
+
+    def create_network(self, name: str, job: str, *, internal: bool) -> str:
+        self.client.networks.create(
+            name, driver="bridge", internal=internal, labels=job_labels(job), check_duplicate=True
+        )
+        return name
+
+    def remove_network(self, name: str) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            self.client.networks.get(name).remove()
+
+    def create_container(self, plan: ContainerPlan, name: str) -> Container:
+        mounts = [
+            docker.types.Mount(m.target, str(m.source), type="bind", read_only=m.read_only)
+            for m in plan.mounts
+        ]
+        device_requests = []
+        if plan.gpus:
+            device_requests.append(
+                docker.types.DeviceRequest(count=plan.gpus, capabilities=[["gpu"]])
+            )
+        labels = {**job_labels(plan.job), LABEL_HOST: plan.host, **plan.labels}
+        networking = self.api.create_networking_config(
+            # types-docker annotates one EndpointConfig; the Engine API takes a dict by network.
+            {plan.network: self.api.create_endpoint_config(aliases=[plan.host])}  # type: ignore[arg-type]
+        )
+        host_config = self.api.create_host_config(
+            mounts=mounts, device_requests=device_requests or None, network_mode=plan.network
+        )
+        try:
+            created = self.api.create_container(
+                plan.image,
+                command=plan.command,
+                entrypoint=plan.entrypoint,
+                environment=plan.environment,
+                hostname=plan.host,
+                labels=labels,
+                name=name,
+                host_config=host_config,
+                networking_config=networking,
+            )
+        except docker.errors.ImageNotFound as exc:
+            raise EnvironmentProblem(f"Image {plan.image!r} disappeared: {exc}") from exc
+        return Container(self, self.client.containers.get(created["Id"]), plan.host)
+
+    def leftovers(self, job: str | None = None) -> tuple[list[Any], list[Any]]:
+        """Containers and networks carrying the emulator's label (of one job, or all)."""
+        selector = f"{LABEL_JOB}={job}" if job else LABEL_JOB
+        containers = self.client.containers.list(all=True, filters={"label": selector})
+        networks = self.client.networks.list(filters={"label": selector})
+        return containers, networks
