@@ -1,0 +1,50 @@
+# Quick start: `make demo` runs the demo training job, `make test` runs the test suite.
+# Both prepare what they need: the venv, a Docker engine (`make engine`), the images (`make images`).
+
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help venv engine images demo test test-fast lint bench clean
+
+help:
+	@echo "make demo    run the demo training job (examples/demo) on the local Docker engine"
+	@echo "make test    run the whole test suite against the real engine"
+	@echo "make engine  install and start a Docker engine if none answers (root + apt)"
+	@echo "make images  build the offline images (busybox, probe, python, demo)"
+	@echo "make lint    ruff + mypy"
+	@echo "make bench   benchmarks, with ratios against baselines measured in the same run"
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+engine:
+	@bash scripts/engine.sh
+
+images: venv engine
+	@$(BIN)/python containers/build.py
+
+demo: images
+	cd examples/demo && ../../$(BIN)/emulator run request.json
+
+test: images
+	$(BIN)/pytest -q tests
+
+test-fast: venv
+	$(BIN)/pytest -q tests -m "not docker"
+
+lint: venv
+	$(BIN)/ruff check emulator tests containers benchmarks
+	$(BIN)/ruff format --check emulator tests containers benchmarks
+	$(BIN)/mypy
+
+bench: images
+	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf build $(VENV) .pytest_cache .mypy_cache .ruff_cache
