@@ -1,0 +1,1005 @@
+"""Validate a CreateTrainingJob request and turn it into a frozen ``JobSpec``.
+
+The request is the exact boto3 / ``aws sagemaker create-training-job --cli-input-json`` shape.
+
+How it works
+------------
+1. The botocore service model is the source of truth. ``_schema()`` loads the ``sagemaker``
+   model once per process and compiles the input shape of ``CreateTrainingJob`` into a small
+   tree of ``_Node`` objects (kind, min/max, enum, pattern, members, ...). Regexes are compiled
+   lazily and cached, so validating a request is a plain walk over dicts: no botocore calls,
+   no per-field code copied from the model.
+2. ``_check`` walks the request against that tree and records every breach: unknown keys
+   (reported like the real API: "Unknown parameter in ..."), missing required members, types,
+   string lengths, list and map sizes, map keys and values, enums, patterns and integer ranges.
+   (botocore's own ParamValidator checks only types, required members and minimums.) Integers
+   are also held to the service's Java ranges: 32-bit for ``integer``, 64-bit for ``long``.
+3. Patterns are Java regexes on the service side (java.util.regex), matched here with
+   ``re.fullmatch`` after ``_java_to_python`` translates what differs and occurs in the model:
+   ``\\p{L}``-style Unicode classes become explicit code-point ranges, POSIX classes such as
+   ``\\p{Alnum}`` their ASCII sets, ``.`` stops at Java's line terminators, and ``\\d \\w \\s``
+   are ASCII-only (``re.ASCII``), as in Java by default.
+4. Local additions: a string of shape ``S3Uri`` (channel S3Uri, S3OutputPath of every config,
+   CheckpointConfig.S3Uri) also accepts ``file:///abs/path`` URIs and plain local paths; the
+   model's pattern applies to s3:// and https:// URIs only. The ``TrainingInstanceType`` enum
+   (ResourceConfig.InstanceType, InstanceGroups[].InstanceType) also accepts ``local`` and
+   ``local_gpu``.
+5. Rules the model cannot express run afterwards on whatever parts are well typed, so one call
+   reports every problem (see ``_check_semantics`` for the list and the exact choices).
+6. Only a request without problems becomes a ``JobSpec``.
+
+Every problem is one string ``Path.To.Field: what is wrong (got ...); how to fix it`` with list
+indices in the path (``InputDataConfig[1].ChannelName``); the request itself is ``request``.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import functools
+import json
+import re
+import sys
+import unicodedata
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import botocore.session
+from botocore.model import ListShape, MapShape, Shape, StringShape, StructureShape
+
+from emulator.errors import RequestInvalid
+from emulator.spec import (
+    DEFAULT_CHECKPOINT_PATH,
+    DEFAULT_MAX_RUNTIME_SECONDS,
+    ChannelSpec,
+    CheckpointSpec,
+    DataSourceSpec,
+    InstanceGroup,
+    JobSpec,
+    MetricDefinition,
+    ResourceSpec,
+)
+
+__all__ = ["LOCAL_INSTANCE_TYPES", "parse_request", "validate_request"]
+
+OPERATION = "CreateTrainingJob"
+LOCAL_INSTANCE_TYPES = ("local", "local_gpu")
+# Local additions to the model, keyed by shape name (see the module docstring, point 4).
+_EXTRA_ENUM_VALUES: dict[str, tuple[str, ...]] = {"TrainingInstanceType": LOCAL_INSTANCE_TYPES}
+_URI_SHAPE = "S3Uri"
+
+# Java's integer types: values outside them cannot even be deserialized by the service.
+_INT_RANGES = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+_BIG_ENUM = 12  # list enums longer than this by a few examples, not in full
+_SHOWN_CHARS = 60  # longest excerpt of a user's value echoed in a message
+
+# Hints appended to pattern failures, by shape name.
+_PATTERN_HINTS = {
+    "TrainingJobName": "use letters, digits and hyphens; start and end with a letter or digit",
+    "ChannelName": "use letters, digits, '.', '-' and '_'",
+    "TrainingEnvironmentKey": "use letters, digits and '_', not starting with a digit",
+    "RoleArn": "give an IAM role ARN such as arn:aws:iam::123456789012:role/MyRole",
+    _URI_SHAPE: "give s3://bucket/prefix, file:///absolute/path or a local path",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# The model, compiled once
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Node:
+    """One shape of the model, reduced to what validation needs."""
+
+    kind: str  # botocore type name: structure, list, map, string, integer, long, boolean, ...
+    name: str  # the shape's name in the model, e.g. "TrainingJobName"
+    min: int | None = None
+    max: int | None = None
+    enum: tuple[str, ...] = ()
+    pattern: str | None = None
+    members: dict[str, _Node] = field(default_factory=dict)
+    required: tuple[str, ...] = ()
+    member: _Node | None = None  # list member
+    key: _Node | None = None  # map key
+    value: _Node | None = None  # map value
+
+
+def _compile_shape(shape: Shape, memo: dict[str, _Node]) -> _Node:
+    # Memoized by shape name: shared shapes compile once and recursive shapes terminate.
+    if shape.name in memo:
+        return memo[shape.name]
+    meta = shape.metadata
+    enum = tuple(cast(StringShape, shape).enum) if shape.type_name == "string" else ()
+    node = _Node(
+        kind=shape.type_name,
+        name=shape.name,
+        min=meta.get("min"),
+        max=meta.get("max"),
+        enum=enum + _EXTRA_ENUM_VALUES.get(shape.name, ()) if enum else (),
+        pattern=meta.get("pattern"),
+    )
+    memo[shape.name] = node
+    if isinstance(shape, StructureShape):
+        node.members = {k: _compile_shape(v, memo) for k, v in shape.members.items()}
+        node.required = tuple(shape.required_members)
+    elif isinstance(shape, ListShape):
+        node.member = _compile_shape(shape.member, memo)
+    elif isinstance(shape, MapShape):
+        node.key = _compile_shape(shape.key, memo)
+        node.value = _compile_shape(shape.value, memo)
+    return node
+
+
+@functools.cache
+def _schema() -> _Node:
+    """The input shape of CreateTrainingJob (loading the model takes ~0.3 s, so once)."""
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    shape = model.operation_model(OPERATION).input_shape
+    assert shape is not None, f"botocore's model has no input for {OPERATION}"
+    return _compile_shape(shape, {})
+
+
+# --------------------------------------------------------------------------------------------
+# Java regex patterns -> Python
+# --------------------------------------------------------------------------------------------
+
+_JAVA_LINE_TERMINATORS = "\n\r\x85\u2028\u2029"  # what Java's '.' does not match
+# Java's POSIX classes are ASCII-only unless UNICODE_CHARACTER_CLASS is set.
+_POSIX_CLASSES = {
+    "Lower": "a-z",
+    "Upper": "A-Z",
+    "ASCII": "\\x00-\\x7f",
+    "Alpha": "a-zA-Z",
+    "Digit": "0-9",
+    "Alnum": "a-zA-Z0-9",
+    "XDigit": "0-9a-fA-F",
+    "Space": " \\t\\n\\x0b\\f\\r",
+    "Blank": " \\t",
+    "Punct": re.escape("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"),
+}
+
+
+@functools.cache
+def _category_runs() -> tuple[tuple[int, int, str], ...]:
+    """Maximal runs of code points sharing a Unicode general category (~0.3 s, once)."""
+    runs: list[tuple[int, int, str]] = []
+    start, current = 0, unicodedata.category("\x00")
+    for cp in range(1, sys.maxunicode + 1):
+        category = unicodedata.category(chr(cp))
+        if category != current:
+            runs.append((start, cp - 1, current))
+            start, current = cp, category
+    runs.append((start, sys.maxunicode, current))
+    return tuple(runs)
+
+
+def _escape_cp(cp: int) -> str:
+    # Escapes only: no class-syntax characters ('-', ']', '[', '&', '~') can slip in.
+    return f"\\U{cp:08x}"
+
+
+@functools.cache
+def _property_class(name: str) -> str:
+    """The body of a character class equivalent to Java's ``\\p{name}``."""
+    if name in _POSIX_CLASSES:
+        return _POSIX_CLASSES[name]
+    if re.fullmatch(r"[A-Z][a-z]?", name):  # a Unicode general category such as L or Lu
+        ranges = [(a, b) for a, b, cat in _category_runs() if cat.startswith(name)]
+        if ranges:
+            return "".join(
+                _escape_cp(a) if a == b else f"{_escape_cp(a)}-{_escape_cp(b)}" for a, b in ranges
+            )
+    raise ValueError(f"unsupported Java character property \\p{{{name}}}")
+
+
+def _java_to_python(pattern: str) -> str:
+    """Translate the Java regex features found in the service model (module docstring, 3)."""
+    out: list[str] = []
+    in_class = False
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\" and pattern[i + 1 : i + 2] in ("p", "P") and pattern[i + 2 : i + 3] == "{":
+            end = pattern.index("}", i)
+            body = _property_class(pattern[i + 3 : end])
+            if pattern[i + 1] == "P":
+                if in_class:
+                    raise ValueError("negated \\P{...} inside a class is not supported")
+                out.append(f"[^{body}]")
+            else:
+                out.append(body if in_class else f"[{body}]")
+            i = end + 1
+            continue
+        if char == "\\":
+            out.append(pattern[i : i + 2])  # an escape: copy it whole
+            i += 2
+            continue
+        if char == "[" and not in_class:
+            in_class = True
+        elif char == "]" and in_class:
+            in_class = False
+        elif char == "." and not in_class:
+            char = f"[^{re.escape(_JAVA_LINE_TERMINATORS)}]"
+        out.append(char)
+        i += 1
+    return "".join(out)
+
+
+@functools.cache
+def _compiled(pattern: str) -> re.Pattern[str] | None:
+    """The compiled translation of a model pattern; None if it cannot be translated.
+
+    tests/test_validation.py checks that every pattern of the model translates, so None only
+    happens with a future botocore, where skipping one check beats failing every request.
+    """
+    try:
+        return re.compile(_java_to_python(pattern), re.ASCII)
+    except (ValueError, re.error):
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Describing values and expectations in messages
+# --------------------------------------------------------------------------------------------
+
+
+def _excerpt(text: str) -> str:
+    """A JSON-quoted string, cut short: huge values must not flood the message."""
+    if len(text) <= _SHOWN_CHARS:
+        return json.dumps(text, ensure_ascii=False)
+    head = json.dumps(text[:_SHOWN_CHARS], ensure_ascii=False)
+    return f'{head[:-1]}..." ({len(text)} characters)'
+
+
+def _show(value: object) -> str:
+    """What the user gave, e.g. ``int 10``, ``str "abc"``, ``list of 3 items``, ``None``."""
+    if value is None:
+        return "None"
+    if isinstance(value, str):
+        return f"str {_excerpt(value)}"
+    if isinstance(value, bool | float):
+        return f"{type(value).__name__} {value!r}"
+    if isinstance(value, int):
+        return f"int {_number(value)}"
+    if isinstance(value, list | tuple):
+        return f"{type(value).__name__} of {len(value)} item{'s' * (len(value) != 1)}"
+    if isinstance(value, dict):
+        return f"dict with {len(value)} key{'s' * (len(value) != 1)}"
+    return type(value).__name__
+
+
+def _number(value: int) -> str:
+    # str() of a huge int is slow (and limited to 4300 digits): show its size instead.
+    if -(10**30) < value < 10**30:
+        return str(value)
+    return f"with about {value.bit_length() * 3 // 10} digits"
+
+
+def _member_path(path: str, name: object) -> str:
+    shown = name if isinstance(name, str) else f"[{_show(name)}]"
+    if isinstance(name, str) and len(name) > _SHOWN_CHARS:
+        shown = f"[{_excerpt(name)}]"
+    return f"{path}.{shown}" if path else shown
+
+
+def _key_path(path: str, key: object) -> str:
+    """Map entries read ``HyperParameters.epochs``; odd keys are quoted in brackets."""
+    if isinstance(key, str) and re.fullmatch(r"[A-Za-z0-9_\-]{1,60}", key):
+        return f"{path}.{key}"
+    return f"{path}[{_excerpt(key) if isinstance(key, str) else _show(key)}]"
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'s' * (count != 1)}"
+
+
+def _size_phrase(node: _Node, unit: str) -> str:
+    low, high = node.min or 0, node.max
+    if high is not None and low:
+        return f" of {low}-{high} {unit}s"
+    if high is not None:
+        return f" of at most {_plural(high, unit)}"
+    return f" of at least {_plural(low, unit)}" if low else ""
+
+
+def _expectation(node: _Node) -> str:
+    """What a member should be, e.g. ``a string of 1-63 characters``."""
+    if node.name == _URI_SHAPE:
+        return "an s3:// URI, a file:///absolute/path URI or a local path"
+    if node.enum:
+        shown = node.enum if len(node.enum) <= _BIG_ENUM else (*node.enum[:3], "...")
+        return "one of " + ", ".join(shown)
+    if node.kind == "string":
+        return "a string" + _size_phrase(node, "character")
+    if node.kind in _INT_RANGES:
+        low = f" >= {node.min}" if node.min is not None else ""
+        high = f" <= {node.max}" if node.max is not None else ""
+        return "an integer" + (low + " and" + high if low and high else low or high)
+    if node.kind == "boolean":
+        return "true or false"
+    if node.kind == "list":
+        return "a list" + _size_phrase(node, "item")
+    if node.kind == "map":
+        return "an object of string keys and string values"
+    if node.kind == "structure" and node.required:
+        return "an object with " + ", ".join(node.required)
+    return "an object" if node.kind == "structure" else f"a {node.kind}"
+
+
+def _type_fix(node: _Node, value: object) -> str:
+    """How to fix a value of the wrong type, when there is an obvious way."""
+    if value is None and node is not _schema():
+        return "; omit the member instead of setting it to null"
+    if node.kind == "string" and isinstance(value, int | float | bool):
+        quoted = json.dumps(value)
+        scratch: _Problems = []
+        _check_string(node, quoted, "", scratch)
+        if not scratch:  # only suggest quoting where the quoted value is valid
+            return f"; quote the value: {json.dumps(quoted)}"
+    if node.kind in _INT_RANGES and isinstance(value, str) and re.fullmatch(r"-?\d{1,30}", value):
+        return f"; remove the quotes: {int(value)}"
+    if node.kind in _INT_RANGES and isinstance(value, float) and value.is_integer():
+        return f"; use a whole number: {int(value)}"
+    if node.kind == "boolean" and isinstance(value, str) and value.lower() in ("true", "false"):
+        return f"; use {value.lower()} without quotes"
+    if node.kind == "list" and isinstance(value, str | dict):
+        return "; wrap it in a list: [...]"
+    return ""
+
+
+_TYPE_WORDS = {
+    "structure": "an object",
+    "map": "an object",
+    "list": "a list",
+    "string": "a string",
+    "integer": "an integer",
+    "long": "an integer",
+    "boolean": "a boolean (true or false)",
+}
+
+
+def _suggest(word: str, choices: tuple[str, ...] | list[str]) -> str:
+    """`; did you mean "X"?` for a near miss (case or a typo), else ''."""
+    if len(word) > 100:
+        return ""
+    folded = [c for c in choices if c.lower() == word.lower()]
+    prefixed = [c for c in choices if c.lower().endswith("." + word.lower())]  # m5.xlarge
+    close = folded or prefixed or difflib.get_close_matches(word, list(choices), n=1, cutoff=0.75)
+    return f'; did you mean "{close[0]}"?' if close else ""
+
+
+# --------------------------------------------------------------------------------------------
+# The model-driven walk
+# --------------------------------------------------------------------------------------------
+
+_Problems = list[str]
+
+
+def _check(node: _Node, value: object, path: str, out: _Problems) -> None:
+    """Record every breach of ``node``'s constraints by ``value`` (at ``path``) in ``out``."""
+    checker = _CHECKERS.get(node.kind)
+    if checker is None:  # a type this operation does not use today (blob, timestamp, ...)
+        return
+    checker(node, value, path, out)
+
+
+_ACCEPTED_TYPES: dict[str, tuple[type, ...]] = {
+    "structure": (dict,),
+    "map": (dict,),
+    "list": (list, tuple),  # as botocore: a tuple is a list
+    "string": (str,),
+    "integer": (int,),
+    "long": (int,),
+    "boolean": (bool,),
+}
+
+
+def _type_ok(node: _Node, value: object, path: str, out: _Problems) -> bool:
+    expected = _ACCEPTED_TYPES[node.kind]
+    # bool is an int in Python, never in the API.
+    if isinstance(value, expected) and not (node.kind in _INT_RANGES and isinstance(value, bool)):
+        return True
+    word = _TYPE_WORDS[node.kind]
+    out.append(f"{path or 'request'}: must be {word} (got {_show(value)}){_type_fix(node, value)}")
+    return False
+
+
+def _check_structure(node: _Node, value: object, path: str, out: _Problems) -> None:
+    if not _type_ok(node, value, path, out):
+        return
+    request = cast(dict[object, object], value)
+    where = path or "input"
+    for name in node.required:
+        if name not in request:
+            out.append(
+                f"{_member_path(path, name)}: missing required parameter; "
+                f"give {_expectation(node.members[name])}"
+            )
+    for key, item in request.items():
+        if not isinstance(key, str):
+            out.append(
+                f"{_member_path(path, key)}: parameter names must be strings (got {_show(key)})"
+            )
+            continue
+        known = node.members.get(key)
+        if known is None:
+            choices = ", ".join(node.members)
+            out.append(
+                f"{_member_path(path, key)}: Unknown parameter in {where}: "
+                f"{_excerpt(key)}, must be one of: {choices}{_suggest(key, list(node.members))}"
+            )
+            continue
+        _check(known, item, _member_path(path, key), out)
+
+
+def _check_count(node: _Node, count: int, unit: str, path: str, out: _Problems) -> None:
+    if node.min is not None and count < node.min:
+        out.append(f"{path}: must have at least {_plural(node.min, unit)} (got {count})")
+    if node.max is not None and count > node.max:
+        out.append(f"{path}: must have at most {_plural(node.max, unit)} (got {count})")
+
+
+def _check_list(node: _Node, value: object, path: str, out: _Problems) -> None:
+    if not _type_ok(node, value, path, out):
+        return
+    items = cast(list[object], value)
+    _check_count(node, len(items), "item", path, out)
+    assert node.member is not None
+    # Past the maximum the request is already wrong: don't walk a million extra items.
+    for index, item in enumerate(items[: node.max]):
+        _check(node.member, item, f"{path}[{index}]", out)
+
+
+def _check_map(node: _Node, value: object, path: str, out: _Problems) -> None:
+    if not _type_ok(node, value, path, out):
+        return
+    entries = cast(dict[object, object], value)
+    _check_count(node, len(entries), "entry", path, out)
+    assert node.key is not None and node.value is not None
+    for index, (key, item) in enumerate(entries.items()):
+        if node.max is not None and index >= node.max:
+            break
+        entry_path = _key_path(path, key)
+        if isinstance(key, str):
+            _check_string(node.key, key, entry_path, out, subject="the key ")
+        else:
+            out.append(f"{entry_path}: keys must be strings (got {_show(key)}); quote the key")
+        _check(node.value, item, entry_path, out)
+
+
+def _check_string(node: _Node, value: object, path: str, out: _Problems, subject: str = "") -> None:
+    """A string member, or a map key when ``subject`` is "the key " (then named so)."""
+    if not _type_ok(node, value, path, out):
+        return
+    text = cast(str, value)
+    size_ok = _check_length(node, text, path, out, subject)
+    if node.enum:
+        _check_enum(node, text, path, out)
+    elif node.name == _URI_SHAPE and not re.match(r"(s3|https)://", text):
+        _check_local_uri(text, path, out)  # local addition: the model's pattern is for S3
+    elif node.pattern and size_ok:  # an over-long value already failed; spare the regex
+        _check_pattern(node, text, path, out, subject)
+
+
+def _check_length(node: _Node, text: str, path: str, out: _Problems, subject: str) -> bool:
+    if node.min is not None and len(text) < node.min:
+        out.append(
+            f"{path}: {subject}must be at least {_plural(node.min, 'character')} long "
+            f"(got {len(text)})"
+        )
+        return False
+    if node.max is not None and len(text) > node.max:
+        out.append(
+            f"{path}: {subject}must be at most {_plural(node.max, 'character')} long "
+            f"(got {len(text)}); shorten it"
+        )
+        return False
+    return True
+
+
+def _check_enum(node: _Node, text: str, path: str, out: _Problems) -> None:
+    if text in node.enum:
+        return
+    if len(node.enum) <= _BIG_ENUM:
+        allowed = "one of " + ", ".join(node.enum)
+    else:
+        examples = ", ".join((*node.enum[:3], *_EXTRA_ENUM_VALUES.get(node.name, ())))
+        allowed = f"one of the {len(node.enum)} values of {node.name} (such as {examples})"
+    out.append(f"{path}: must be {allowed} (got {_excerpt(text)}){_suggest(text, node.enum)}")
+
+
+def _check_pattern(node: _Node, text: str, path: str, out: _Problems, subject: str) -> None:
+    assert node.pattern is not None
+    regex = _compiled(node.pattern)
+    if regex is None or regex.fullmatch(text):
+        return
+    hint = _PATTERN_HINTS.get(node.name, "")
+    if not hint and any(c in _JAVA_LINE_TERMINATORS for c in text):
+        hint = "remove the line breaks (the API's '.' does not match them)"
+    out.append(
+        f"{path}: {subject}must match the pattern {node.pattern} (got {_excerpt(text)})"
+        + (f"; {hint}" if hint else "")
+    )
+
+
+def _check_local_uri(text: str, path: str, out: _Problems) -> None:
+    """file:///abs/path or a plain path (absolute or relative): the emulator's local sources."""
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.\-]*):", text)
+    if text.startswith("file://"):
+        rest = text[len("file://") :]
+        if not (rest.startswith("/") or rest.startswith("localhost/")):
+            out.append(
+                f"{path}: a file:// URI names an absolute path (got {_excerpt(text)}); "
+                "write file:///absolute/path, or give a relative path without file://"
+            )
+    elif not text.strip():
+        out.append(f"{path}: must not be empty; {_PATTERN_HINTS[_URI_SHAPE]}")
+    elif scheme and scheme.group(1).lower() in ("s3", "https", "http", "file", "s3a", "s3n"):
+        out.append(
+            f"{path}: malformed or unsupported URI (got {_excerpt(text)}); "
+            + _PATTERN_HINTS[_URI_SHAPE]
+        )
+    elif "://" in text:
+        out.append(
+            f"{path}: unsupported URI scheme (got {_excerpt(text)}); " + _PATTERN_HINTS[_URI_SHAPE]
+        )
+    if "\x00" in text:
+        out.append(f"{path}: must not contain NUL characters")
+
+
+def _check_integer(node: _Node, value: object, path: str, out: _Problems) -> None:
+    if not _type_ok(node, value, path, out):
+        return
+    number = cast(int, value)
+    low, high = _INT_RANGES[node.kind]
+    low = low if node.min is None else max(low, node.min)
+    high = high if node.max is None else min(high, node.max)
+    if number < low:
+        out.append(f"{path}: must be at least {low} (got {_number(number)})")
+    elif number > high:
+        out.append(f"{path}: must be at most {high} (got {_number(number)})")
+
+
+def _check_boolean(node: _Node, value: object, path: str, out: _Problems) -> None:
+    _type_ok(node, value, path, out)
+
+
+_CHECKERS: dict[str, Callable[[_Node, object, str, _Problems], None]] = {
+    "structure": _check_structure,
+    "list": _check_list,
+    "map": _check_map,
+    "string": _check_string,
+    "integer": _check_integer,
+    "long": _check_integer,
+    "boolean": _check_boolean,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Rules the model cannot express
+# --------------------------------------------------------------------------------------------
+# They read the request through these tolerant accessors: a part of the wrong type was already
+# reported by the walk and is simply skipped here.
+
+
+def _obj(value: object) -> dict[Any, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _items(value: object) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+_INPUT_MODES = ("File", "Pipe", "FastFile")
+_DOCKER_REFERENCE = re.compile(
+    # distribution/reference grammar: [domain[:port]/]path[:tag][@digest], path lowercase.
+    r"(?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+    r"|\[[0-9a-fA-F:]+\])(?::[0-9]+)?/)?"
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
+)
+
+
+def _check_semantics(request: dict[Any, Any], out: _Problems) -> None:
+    """Cross-field rules and what cannot run locally. The exact choices:
+
+    - AlgorithmSpecification is required (the model makes it optional only for serverless jobs,
+      which cannot run locally, nor can ServerlessJobConfig).
+    - Exactly one of TrainingImage and AlgorithmName; AlgorithmName alone is refused (algorithm
+      resources run images only SageMaker can pull): give the algorithm's TrainingImage.
+      TrainingImage must be a Docker image reference (``[registry/]repository[:tag][@digest]``,
+      registry optional locally).
+    - MetricDefinitions[].Regex must compile as a Python regex (the metrics engine uses one).
+    - Channel names are unique. Each DataSource has exactly one source; FileSystemDataSource
+      (EFS/FSx) and DatasetSource cannot run locally; S3DataType Converse is refused.
+    - With the EFFECTIVE mode (channel InputMode, else TrainingInputMode): FastFile takes
+      S3Prefix only (no ManifestFile/AugmentedManifestFile); File and FastFile refuse
+      CompressionType Gzip and RecordWrapperType RecordIO (Pipe-mode features). ShuffleConfig
+      is accepted with every mode (in File mode it orders the ShardedByS3Key split).
+    - ResourceConfig is required; InstanceGroups (non-empty) excludes InstanceType and
+      InstanceCount, otherwise both are required; every InstanceCount >= 1; group names are
+      unique; channel InstanceGroupNames must name groups of ResourceConfig.InstanceGroups.
+    - StoppingCondition: MaxWaitTimeInSeconds >= MaxRuntimeInSeconds (default 86400), and, as
+      the real API says, only with EnableManagedSpotTraining true.
+    - CheckpointConfig.LocalPath, when given, is an absolute container path.
+    """
+    for rule in _SEMANTIC_RULES:
+        rule(request, out)
+
+
+def _check_algorithm(request: dict[Any, Any], out: _Problems) -> None:
+    if "AlgorithmSpecification" not in request:
+        out.append(
+            "AlgorithmSpecification: missing; a local training job needs "
+            '{"TrainingImage": "<image>", "TrainingInputMode": "File"}'
+        )
+        return
+    if not isinstance(request["AlgorithmSpecification"], dict):
+        return  # the walk reported the type
+    algo = request["AlgorithmSpecification"]
+    has_image, has_name = "TrainingImage" in algo, "AlgorithmName" in algo
+    path = "AlgorithmSpecification"
+    if has_image and has_name:
+        out.append(
+            f"{path}: give either TrainingImage or AlgorithmName, not both; "
+            "keep TrainingImage to run locally"
+        )
+    elif has_name:
+        out.append(
+            f"{path}.AlgorithmName: algorithm resources cannot run locally (their images live "
+            "in SageMaker's registry); give the algorithm's image as TrainingImage instead "
+            "(DescribeAlgorithm shows it under TrainingSpecification.TrainingImage)"
+        )
+    elif not has_image:
+        out.append(f"{path}.TrainingImage: missing; give the Docker image to run")
+    image = _text(algo.get("TrainingImage"))
+    if image is not None and len(image) <= 255 and not _DOCKER_REFERENCE.fullmatch(image):
+        out.append(
+            f"{path}.TrainingImage: not a Docker image reference (got {_excerpt(image)}); "
+            "give [registry/]repository[:tag] or repository@sha256:<digest>, "
+            "repository in lowercase"
+        )
+    for index, definition in enumerate(_items(algo.get("MetricDefinitions"))[:40]):
+        regex = _text(_obj(definition).get("Regex"))
+        if regex:
+            _check_python_regex(regex, f"{path}.MetricDefinitions[{index}].Regex", out)
+
+
+def _check_python_regex(regex: str, path: str, out: _Problems) -> None:
+    try:
+        re.compile(regex)
+    except (re.error, RecursionError, OverflowError) as exc:
+        out.append(f"{path}: not a valid regular expression ({exc}); fix the expression")
+
+
+def _group_names(request: dict[Any, Any]) -> list[str] | None:
+    """Names of ResourceConfig.InstanceGroups, or None when there are no groups."""
+    groups = _items(_obj(request.get("ResourceConfig")).get("InstanceGroups"))
+    names = [_text(_obj(group).get("InstanceGroupName")) for group in groups]
+    return [name for name in names if name is not None] if groups else None
+
+
+def _job_mode(request: dict[Any, Any]) -> str | None:
+    mode = _obj(request.get("AlgorithmSpecification")).get("TrainingInputMode")
+    return mode if mode in _INPUT_MODES else None
+
+
+def _check_channels(request: dict[Any, Any], out: _Problems) -> None:
+    seen: dict[str, int] = {}
+    for index, channel in enumerate(_items(request.get("InputDataConfig"))[:20]):
+        if not isinstance(channel, dict):
+            continue
+        path = f"InputDataConfig[{index}]"
+        name = _text(channel.get("ChannelName"))
+        if name is not None and name in seen:
+            out.append(
+                f"{path}.ChannelName: duplicate channel name {_excerpt(name)} (also "
+                f"InputDataConfig[{seen[name]}]); channel names must be unique within the job"
+            )
+        elif name is not None:
+            seen[name] = index
+        _check_data_source(channel, request, path, out)
+        _check_channel_mode(channel, request, path, out)
+
+
+def _check_data_source(
+    channel: dict[Any, Any], request: dict[Any, Any], path: str, out: _Problems
+) -> None:
+    source = channel.get("DataSource")
+    if not isinstance(source, dict):
+        return
+    path = f"{path}.DataSource"
+    given = [
+        key for key in ("S3DataSource", "FileSystemDataSource", "DatasetSource") if key in source
+    ]
+    if not given:
+        out.append(
+            f"{path}: needs S3DataSource; give "
+            '{"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://... or a local path"}}'
+        )
+    elif len(given) > 1:
+        out.append(f"{path}: give exactly one of {', '.join(given)}")
+    if "FileSystemDataSource" in source:
+        out.append(
+            f"{path}.FileSystemDataSource: EFS and FSx for Lustre file systems cannot be "
+            "mounted locally; copy the data to a local directory or S3 and use S3DataSource "
+            "with its S3Uri (s3://..., file:///... or a local path)"
+        )
+    if "DatasetSource" in source:
+        out.append(
+            f"{path}.DatasetSource: SageMaker hub datasets cannot be read locally; use "
+            "S3DataSource with the dataset's S3 location or a local copy"
+        )
+    s3 = _obj(source.get("S3DataSource"))
+    if s3.get("S3DataType") == "Converse":
+        out.append(
+            f"{path}.S3DataSource.S3DataType: Converse datasets (serverless model customization) "
+            "cannot run locally; use S3Prefix, ManifestFile or AugmentedManifestFile"
+        )
+    _check_group_names(s3, request, f"{path}.S3DataSource", out)
+
+
+def _check_group_names(
+    s3: dict[Any, Any], request: dict[Any, Any], path: str, out: _Problems
+) -> None:
+    wanted = _items(s3.get("InstanceGroupNames"))
+    if not wanted:
+        return
+    groups = _group_names(request)
+    if groups is None:
+        out.append(
+            f"{path}.InstanceGroupNames: needs ResourceConfig.InstanceGroups; define the groups "
+            "or remove InstanceGroupNames"
+        )
+        return
+    for index, name in enumerate(wanted[:5]):
+        if isinstance(name, str) and name not in groups:
+            out.append(
+                f"{path}.InstanceGroupNames[{index}]: no instance group named {_excerpt(name)}; "
+                f"ResourceConfig.InstanceGroups has: {', '.join(groups) or 'none'}"
+            )
+
+
+def _check_channel_mode(
+    channel: dict[Any, Any], request: dict[Any, Any], path: str, out: _Problems
+) -> None:
+    own = channel.get("InputMode")
+    mode = own if own in _INPUT_MODES else None if "InputMode" in channel else _job_mode(request)
+    if mode is None:
+        return  # no valid mode to judge by: the walk reported why
+    data_type = _obj(_obj(channel.get("DataSource")).get("S3DataSource")).get("S3DataType")
+    if mode == "FastFile" and data_type in ("ManifestFile", "AugmentedManifestFile"):
+        out.append(
+            f"{path}.DataSource.S3DataSource.S3DataType: FastFile mode reads S3Prefix data only "
+            f"(got {data_type}); use InputMode File or Pipe for manifests"
+        )
+    if mode == "Pipe":
+        return
+    pipe_only = {"CompressionType": "Gzip", "RecordWrapperType": "RecordIO"}
+    for member, pipe_value in pipe_only.items():
+        if channel.get(member) == pipe_value:
+            out.append(
+                f"{path}.{member}: {pipe_value} is a Pipe-mode feature (this channel's mode is "
+                f"{mode}); set the channel's InputMode to Pipe or {member} to None"
+            )
+
+
+def _check_resources(request: dict[Any, Any], out: _Problems) -> None:
+    if "ResourceConfig" not in request:
+        out.append(
+            'ResourceConfig: missing; give {"InstanceType": "local", "InstanceCount": 1} '
+            "(or an ml.* instance type, or InstanceGroups)"
+        )
+        return
+    if not isinstance(request["ResourceConfig"], dict):
+        return  # the walk reported the type
+    config = request["ResourceConfig"]
+    groups = _items(config.get("InstanceGroups"))
+    path = "ResourceConfig"
+    if groups:
+        for member in ("InstanceType", "InstanceCount"):
+            if member in config:
+                out.append(
+                    f"{path}.{member}: cannot be used with InstanceGroups; give it in each "
+                    "group instead"
+                )
+        _check_groups(groups, out)
+        return
+    for member in ("InstanceType", "InstanceCount"):
+        if member not in config:
+            out.append(f"{path}.{member}: missing; give it, or give InstanceGroups")
+    _check_instance_count(config.get("InstanceCount"), f"{path}.InstanceCount", out)
+
+
+def _check_groups(groups: list[Any], out: _Problems) -> None:
+    seen: set[str] = set()
+    for index, group in enumerate(groups[:5]):
+        path = f"ResourceConfig.InstanceGroups[{index}]"
+        name = _text(_obj(group).get("InstanceGroupName"))
+        if name is not None and name in seen:
+            out.append(f"{path}.InstanceGroupName: duplicate group name {_excerpt(name)}")
+        elif name is not None:
+            seen.add(name)
+        _check_instance_count(_obj(group).get("InstanceCount"), f"{path}.InstanceCount", out)
+
+
+def _check_instance_count(value: object, path: str, out: _Problems) -> None:
+    count = _int(value)
+    if count is not None and count == 0:  # the model allows 0; a job needs a host
+        out.append(f"{path}: must be at least 1 (got 0)")
+
+
+def _check_stopping(request: dict[Any, Any], out: _Problems) -> None:
+    stopping = _obj(request.get("StoppingCondition"))
+    wait = _int(stopping.get("MaxWaitTimeInSeconds"))
+    if wait is None:
+        return
+    path = "StoppingCondition.MaxWaitTimeInSeconds"
+    if request.get("EnableManagedSpotTraining") is not True:
+        out.append(
+            f"{path}: only valid with managed spot training; set EnableManagedSpotTraining to "
+            "true or remove MaxWaitTimeInSeconds"
+        )
+    runtime = stopping.get("MaxRuntimeInSeconds", DEFAULT_MAX_RUNTIME_SECONDS)
+    if _int(runtime) is not None and wait < runtime:
+        default = "" if "MaxRuntimeInSeconds" in stopping else " (the default)"
+        out.append(
+            f"{path}: must be at least MaxRuntimeInSeconds ({runtime}{default}) (got {wait}); "
+            f"raise it to {runtime} or more"
+        )
+
+
+def _check_checkpoint(request: dict[Any, Any], out: _Problems) -> None:
+    local_path = _text(_obj(request.get("CheckpointConfig")).get("LocalPath"))
+    if local_path is not None and not local_path.startswith("/"):
+        out.append(
+            f"CheckpointConfig.LocalPath: must be an absolute path inside the container (got "
+            f"{_excerpt(local_path)}); for example {DEFAULT_CHECKPOINT_PATH}"
+        )
+
+
+def _check_unsupported(request: dict[Any, Any], out: _Problems) -> None:
+    if "ServerlessJobConfig" in request:
+        out.append(
+            "ServerlessJobConfig: serverless model-customization jobs cannot run locally; "
+            "remove it and give AlgorithmSpecification.TrainingImage"
+        )
+
+
+_SEMANTIC_RULES: tuple[Callable[[dict[Any, Any], _Problems], None], ...] = (
+    _check_algorithm,
+    _check_channels,
+    _check_resources,
+    _check_stopping,
+    _check_checkpoint,
+    _check_unsupported,
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------
+
+
+def validate_request(request: object) -> list[str]:
+    """Every problem of ``request`` as ``Path.To.Field: message``; [] when it is valid."""
+    problems: list[str] = []
+    _check(_schema(), request, "", problems)
+    if isinstance(request, dict):
+        _check_semantics(request, problems)
+    return list(_unique(problems))
+
+
+def _unique(problems: list[str]) -> Iterator[str]:
+    # Two rules may spot the same thing (e.g. a count of 0); say it once.
+    seen: set[str] = set()
+    for problem in problems:
+        if problem not in seen:
+            seen.add(problem)
+            yield problem
+
+
+def parse_request(request: object) -> JobSpec:
+    """Validate a CreateTrainingJob request and return its frozen ``JobSpec``.
+
+    Raises ``RequestInvalid`` listing every problem at once; nothing else, whatever the input.
+    """
+    problems = validate_request(request)
+    if problems:
+        raise RequestInvalid(problems)
+    return _build(copy.deepcopy(cast(dict[str, Any], request)))
+
+
+# --------------------------------------------------------------------------------------------
+# Building the JobSpec from a valid request
+# --------------------------------------------------------------------------------------------
+
+_EXTRA_CONFIG_FILES = {
+    "DebugHookConfig": "debughookconfig.json",
+    "ProfilerConfig": "profilerconfig.json",
+    "TensorBoardOutputConfig": "tensorboardoutputconfig.json",
+}
+
+
+def _build(request: dict[str, Any]) -> JobSpec:
+    algo: dict[str, Any] = request["AlgorithmSpecification"]
+    job_mode = algo["TrainingInputMode"]
+    output: dict[str, Any] = request["OutputDataConfig"]
+    stopping: dict[str, Any] = request.get("StoppingCondition", {})
+    entrypoint, arguments = algo.get("ContainerEntrypoint"), algo.get("ContainerArguments")
+    return JobSpec(
+        name=request["TrainingJobName"],
+        image=algo["TrainingImage"],
+        input_mode=job_mode,
+        channels=tuple(_channel(c, job_mode) for c in request.get("InputDataConfig", ())),
+        output_path=output["S3OutputPath"],
+        resources=_resources(request["ResourceConfig"]),
+        entrypoint=None if entrypoint is None else tuple(entrypoint),
+        arguments=None if arguments is None else tuple(arguments),
+        metric_definitions=tuple(
+            MetricDefinition(d["Name"], d["Regex"]) for d in algo.get("MetricDefinitions", ())
+        ),
+        hyperparameters=dict(request.get("HyperParameters", {})),
+        environment=dict(request.get("Environment", {})),
+        output_compression=output.get("CompressionType", "GZIP"),
+        max_runtime_seconds=stopping.get("MaxRuntimeInSeconds", DEFAULT_MAX_RUNTIME_SECONDS),
+        checkpoint=_checkpoint(request.get("CheckpointConfig")),
+        network_isolation=request.get("EnableNetworkIsolation", False),
+        role_arn=request["RoleArn"],
+        extra_configs={
+            file: copy.deepcopy(request[member])
+            for member, file in _EXTRA_CONFIG_FILES.items()
+            if member in request
+        },
+        request=request,
+    )
+
+
+def _channel(channel: dict[str, Any], job_mode: str) -> ChannelSpec:
+    s3: dict[str, Any] = channel["DataSource"]["S3DataSource"]
+    shuffle = channel.get("ShuffleConfig")
+    return ChannelSpec(
+        name=channel["ChannelName"],
+        source=DataSourceSpec(
+            data_type=s3["S3DataType"],
+            uri=s3["S3Uri"],
+            distribution=s3.get("S3DataDistributionType", "FullyReplicated"),
+            attribute_names=tuple(s3.get("AttributeNames", ())),
+            instance_group_names=tuple(s3.get("InstanceGroupNames", ())),
+        ),
+        input_mode=channel.get("InputMode", job_mode),
+        content_type=channel.get("ContentType"),
+        compression=channel.get("CompressionType", "None"),
+        record_wrapper=channel.get("RecordWrapperType", "None"),
+        shuffle_seed=None if shuffle is None else shuffle["Seed"],
+    )
+
+
+def _resources(config: dict[str, Any]) -> ResourceSpec:
+    volume: int = config.get("VolumeSizeInGB", ResourceSpec.volume_size_gb)
+    groups = tuple(
+        InstanceGroup(g["InstanceGroupName"], g["InstanceType"], g["InstanceCount"])
+        for g in config.get("InstanceGroups", ())
+    )
+    if groups:
+        # Heterogeneous cluster: the first group's type and the total count stand for the job.
+        total = sum(group.count for group in groups)
+        return ResourceSpec(groups[0].instance_type, total, volume, groups)
+    return ResourceSpec(config["InstanceType"], config["InstanceCount"], volume)
+
+
+def _checkpoint(config: dict[str, Any] | None) -> CheckpointSpec | None:
+    if config is None:
+        return None
+    return CheckpointSpec(config["S3Uri"], config.get("LocalPath", DEFAULT_CHECKPOINT_PATH))
