@@ -54,7 +54,7 @@ def default_home() -> Path:
     return Path(state) / APP_DIR
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -100,7 +100,7 @@ class JobStore:
             row = db.execute("SELECT status, pid FROM jobs WHERE name = ?", (name,)).fetchone()
             if row is not None:
                 status, pid = row
-                running = status not in TERMINAL_STATUSES and _alive(pid)
+                running = status not in TERMINAL_STATUSES and process_alive(pid)
                 if running:
                     raise EmulatorError(
                         f"Training job {name!r} is already running (pid {pid}); stop it with "
@@ -176,3 +176,17 @@ class JobStore:
         with self._db() as db:
             row = db.execute("SELECT stop_requested FROM jobs WHERE name = ?", (name,)).fetchone()
         return bool(row and row[0])
+
+    def mark_dead_jobs_stopped(self) -> list[str]:
+        """Jobs whose emulator process died mid-run are recorded Failed; return their names."""
+        dead = [name for name, pid in self.running_jobs() if not process_alive(pid)]
+        for name in dead:
+            record = self.get(name)
+            record["TrainingJobStatus"] = "Failed"
+            record["SecondaryStatus"] = "Failed"
+            record["FailureReason"] = (
+                "InternalServerError: the emulator process running this job ended before the "
+                "job finished (killed?); its leftovers were pruned"
+            )
+            self.update(record)
+        return dead

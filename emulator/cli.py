@@ -1,0 +1,255 @@
+"""The `emulator` command: thin click commands over the library, rendered with rich.
+
+Exit status: 0 Completed, 1 Failed, 2 invalid request / usage / environment problem,
+3 Stopped (MaxRuntimeExceeded or stop), 130 interrupted (after cleanup).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from emulator.errors import EmulatorError, RequestInvalid
+from emulator.job import DEFAULT_STOP_GRACE_SECONDS, RunOptions, run_training_job
+from emulator.prune import prune_leftovers
+from emulator.render import RichProgress, print_summary
+from emulator.request_builder import Overrides, build_request, load_request, split_pair
+from emulator.store import JobStore, default_home
+from emulator.validation import validate_request
+
+EXIT_FOR_STATUS = {"Completed": 0, "Failed": 1, "Stopped": 3}
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+stderr = Console(stderr=True, highlight=False)
+
+
+def fail(message: str) -> None:
+    stderr.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    sys.exit(EXIT_USAGE)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="sagemaker-training-emulator")
+def main() -> None:
+    """Run SageMaker training jobs on the local Docker engine, exactly as SageMaker runs them."""
+
+
+def _pairs(values: tuple[str, ...], flag: str) -> list[tuple[str, str]]:
+    return [split_pair(value, flag) for value in values]
+
+
+@main.command()
+@click.argument("request_file", required=False, metavar="[REQUEST.json]")
+@click.option("--image", help="TrainingImage (must be present locally; never pulled).")
+@click.option("--entrypoint", multiple=True, help="ContainerEntrypoint item (repeatable).")
+@click.option("--arg", "arguments", multiple=True, help="ContainerArguments item (repeatable).")
+@click.option(
+    "--input-mode", type=click.Choice(["File", "Pipe", "FastFile"]), help="TrainingInputMode."
+)
+@click.option("--channel", multiple=True, metavar="NAME=URI", help="Input channel (repeatable).")
+@click.option("--hyperparameter", multiple=True, metavar="K=V", help="HyperParameters entry.")
+@click.option("--env", multiple=True, metavar="K=V", help="Environment entry (repeatable).")
+@click.option("--metric", multiple=True, metavar="NAME=REGEX", help="MetricDefinitions entry.")
+@click.option("--output", help="S3OutputPath: a local path, file:// or s3:// URI.")
+@click.option("--job-name", help="TrainingJobName (default: <image>-<timestamp>).")
+@click.option("--max-runtime", type=int, metavar="SECONDS", help="MaxRuntimeInSeconds.")
+@click.option("--instance-type", help="ResourceConfig.InstanceType (ml.* or local).")
+@click.option("--instance-count", type=int, help="ResourceConfig.InstanceCount.")
+@click.option(
+    "--stop-grace",
+    type=float,
+    default=DEFAULT_STOP_GRACE_SECONDS,
+    show_default=True,
+    metavar="SECONDS",
+    help="Time between SIGTERM and SIGKILL when the job is stopped.",
+)
+@click.option("--replace", is_flag=True, help="Discard an earlier finished job of the same name.")
+@click.option("--json", "as_json", is_flag=True, help="Print only the job record, as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display and no status lines.")
+def run(
+    request_file: str | None,
+    image: str | None,
+    entrypoint: tuple[str, ...],
+    arguments: tuple[str, ...],
+    input_mode: str | None,
+    channel: tuple[str, ...],
+    hyperparameter: tuple[str, ...],
+    env: tuple[str, ...],
+    metric: tuple[str, ...],
+    output: str | None,
+    job_name: str | None,
+    max_runtime: int | None,
+    instance_type: str | None,
+    instance_count: int | None,
+    stop_grace: float,
+    replace: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Run a training job to the end and report it as DescribeTrainingJob would.
+
+    REQUEST.json is a CreateTrainingJob request (the boto3 shape; '-' reads stdin); flags
+    build a job without one, or override its members. Relative local paths in the file
+    resolve against the file's directory. Container logs go to stdout (stderr with --json).
+
+    \b
+    Examples:
+      emulator run request.json
+      emulator run --image my-training:latest --channel train=./data/train \\
+          --hyperparameter epochs=3 --metric loss='loss=([0-9.]+)'
+    """
+    try:
+        base, base_dir = load_request(request_file) if request_file else (None, Path.cwd())
+        flags = Overrides(
+            image=image,
+            entrypoint=list(entrypoint),
+            arguments=list(arguments),
+            input_mode=input_mode,
+            channels=_pairs(channel, "--channel"),
+            hyperparameters=_pairs(hyperparameter, "--hyperparameter"),
+            environment=_pairs(env, "--env"),
+            metrics=_pairs(metric, "--metric"),
+            output=output,
+            job_name=job_name,
+            max_runtime=max_runtime,
+            instance_type=instance_type,
+            instance_count=instance_count,
+        )
+        if base is None and image is None:
+            fail("give a REQUEST.json or at least --image (see `emulator run --help`)")
+        request = build_request(base, flags, str(default_home() / "output"))
+        record = _run(request, base_dir, stop_grace, replace, as_json, quiet)
+    except EmulatorError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        stderr.print("Interrupted: the job was stopped and cleaned up.")
+        sys.exit(EXIT_INTERRUPTED)
+    if as_json:
+        click.echo(json.dumps(record, indent=2))
+    elif not quiet:
+        print_summary(stderr, record)
+    sys.exit(EXIT_FOR_STATUS.get(record["TrainingJobStatus"], 1))
+
+
+def _run(
+    request: dict[str, Any],
+    base_dir: Path,
+    stop_grace: float,
+    replace: bool,
+    as_json: bool,
+    quiet: bool,
+) -> dict[str, Any]:
+    log_console = Console(file=sys.stderr if as_json else sys.stdout, highlight=False)
+    multi_host = _host_count(request) > 1
+
+    def log_sink(host: str, line: str) -> None:
+        prefix = f"[{host}] " if multi_host else ""
+        log_console.out(prefix + line, highlight=False)
+
+    def notice(message: str) -> None:
+        if not quiet:
+            stderr.print(f"[dim]{message}[/]", markup=True, soft_wrap=True)
+
+    options = RunOptions(
+        base_dir=base_dir,
+        replace=replace,
+        stop_grace_seconds=stop_grace,
+        log_sink=log_sink,
+        notice=notice,
+    )
+    if not quiet and stderr.is_terminal:
+        with RichProgress(stderr) as progress:
+            options.progress = progress
+            return run_training_job(request, options)
+    return run_training_job(request, options)
+
+
+def _host_count(request: dict[str, Any]) -> int:
+    resources = request.get("ResourceConfig")
+    if not isinstance(resources, dict):
+        return 1
+    groups = resources.get("InstanceGroups")
+    if isinstance(groups, list) and groups:
+        return sum(g.get("InstanceCount", 0) for g in groups if isinstance(g, dict)) or 1
+    count = resources.get("InstanceCount", 1)
+    return count if isinstance(count, int) else 1
+
+
+@main.command()
+@click.argument("request_file", metavar="REQUEST.json")
+def validate(request_file: str) -> None:
+    """Check a CreateTrainingJob request against the API's rules without running it.
+
+    Prints every problem with its path; exits 0 when the request is valid, 2 otherwise.
+    """
+    try:
+        request, _ = load_request(request_file)
+    except EmulatorError as exc:
+        fail(str(exc))
+    problems = validate_request(request)
+    if problems:
+        fail(str(RequestInvalid(problems)))
+    click.echo(f"{request_file}: valid CreateTrainingJob request")
+
+
+@main.command()
+@click.argument("name")
+def describe(name: str) -> None:
+    """Print a job's DescribeTrainingJob record as JSON."""
+    try:
+        click.echo(json.dumps(JobStore().get(name), indent=2))
+    except EmulatorError as exc:
+        fail(str(exc))
+
+
+@main.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print the summaries as JSON.")
+def list_jobs(as_json: bool) -> None:
+    """List the jobs of the state directory, newest first."""
+    try:
+        records = JobStore().all_jobs()
+    except EmulatorError as exc:
+        fail(str(exc))
+    fields = ("TrainingJobName", "TrainingJobStatus", "SecondaryStatus", "CreationTime")
+    summaries = [{key: record.get(key) for key in fields} for record in records]
+    if as_json:
+        click.echo(json.dumps({"TrainingJobSummaries": summaries}, indent=2))
+        return
+    table = Table("name", "status", "secondary status", "created", box=None)
+    for summary in summaries:
+        table.add_row(*(str(summary[key]) for key in fields))
+    Console(highlight=False).print(table)
+
+
+@main.command()
+@click.argument("name")
+def stop(name: str) -> None:
+    """Stop a running job (SIGTERM, grace period, SIGKILL), as StopTrainingJob does."""
+    try:
+        store = JobStore()
+        record = store.get(name)
+        if record["TrainingJobStatus"] != "InProgress":
+            fail(f"Training job {name!r} is not running (status {record['TrainingJobStatus']})")
+        store.request_stop(name)
+    except EmulatorError as exc:
+        fail(str(exc))
+    click.echo(f"Stop requested for {name}; it ends after its grace period at most.")
+
+
+@main.command()
+def prune() -> None:
+    """Remove what dead emulator runs left behind: containers, networks, work dirs."""
+    try:
+        removed = prune_leftovers(JobStore())
+    except EmulatorError as exc:
+        fail(str(exc))
+    for line in removed:
+        click.echo(f"removed {line}")
+    click.echo(f"{len(removed)} leftover(s) removed")

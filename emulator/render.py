@@ -1,0 +1,97 @@
+"""Terminal rendering for the CLI: transfer progress bars and the end-of-job summary (rich)."""
+
+from __future__ import annotations
+
+import threading
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.progress import Progress as RichBar
+from rich.table import Table
+
+from emulator.progress import Progress
+
+STATUS_STYLE = {"Completed": "bold green", "Failed": "bold red", "Stopped": "bold yellow"}
+
+
+class RichProgress(Progress):
+    """Byte and object counts of each transfer as a rich progress bar on the console."""
+
+    def __init__(self, console: Console) -> None:
+        self._bar = RichBar(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TextColumn("{task.fields[objects]}"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self._lock = threading.Lock()
+        self._task: TaskID | None = None
+        self._objects = (0, 0)
+
+    def __enter__(self) -> RichProgress:
+        self._bar.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self._bar.stop()
+
+    def start(self, description: str, total_bytes: int, total_objects: int) -> None:
+        with self._lock:
+            self._objects = (0, total_objects)
+            self._task = self._bar.add_task(
+                description, total=total_bytes, objects=f"0/{total_objects} objects"
+            )
+
+    def advance(self, nbytes: int) -> None:
+        with self._lock:
+            if self._task is not None:
+                self._bar.advance(self._task, nbytes)
+
+    def object_done(self) -> None:
+        with self._lock:
+            done, total = self._objects[0] + 1, self._objects[1]
+            self._objects = (done, total)
+            if self._task is not None:
+                self._bar.update(self._task, objects=f"{done}/{total} objects")
+
+    def finish(self) -> None:
+        with self._lock:
+            self._task = None
+
+
+def print_summary(console: Console, record: dict[str, Any]) -> None:
+    status = record["TrainingJobStatus"]
+    style = STATUS_STYLE.get(status, "bold")
+    line = f"[{style}]{status}[/] ({record['SecondaryStatus']}) {record['TrainingJobName']}"
+    if "TrainingTimeInSeconds" in record:
+        line += f" in {record['TrainingTimeInSeconds']} s"
+    console.print(line, markup=True, soft_wrap=True)
+    if "FailureReason" in record:
+        console.print(f"FailureReason: {record['FailureReason']}", markup=False, soft_wrap=True)
+    metrics = record.get("FinalMetricDataList") or []
+    if metrics:
+        table = Table("metric", "final value", box=None)
+        for metric in metrics:
+            table.add_row(metric["MetricName"], f"{metric['Value']:g}")
+        console.print(table)
+    artifacts = record.get("ModelArtifacts", {}).get("S3ModelArtifacts")
+    if artifacts:
+        console.print(f"Model artifacts: {artifacts}", markup=False, soft_wrap=True)
