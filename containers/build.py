@@ -3,6 +3,7 @@
     sagemaker-emulator/busybox           FROM scratch + Debian's busybox-static
     sagemaker-emulator/probe             reports what it sees (tests of the container contract)
     sagemaker-emulator/probe-entrypoint  the probe behind an image ENTRYPOINT
+    sagemaker-emulator/probe-nonroot     the probe as USER nobody
     sagemaker-emulator/no-train          neither ENTRYPOINT nor `train`
     sagemaker-emulator/python            Debian bookworm's python3, rootfs from mmdebstrap
     sagemaker-emulator/demo              the demo training job (examples/demo)
@@ -123,6 +124,7 @@ def main() -> None:
         "busybox": lambda: build_busybox(client),
         "probe": lambda: build_dockerfile(client, "probe", HERE / "probe"),
         "probe-entrypoint": lambda: build_dockerfile(client, "probe-entrypoint", HERE / "probe-entrypoint"),
+        "probe-nonroot": lambda: build_dockerfile(client, "probe-nonroot", HERE / "probe-nonroot"),
         "no-train": lambda: build_dockerfile(client, "no-train", HERE / "no-train"),
         "python": lambda: build_python(client),
         "demo": lambda: build_demo(client),

@@ -19,7 +19,6 @@ from typing import Any
 import docker
 import docker.errors
 import docker.types
-import requests.exceptions
 
 from emulator.errors import EnvironmentProblem
 
@@ -88,15 +87,17 @@ class Container:
         try:
             self._handle.start()
         except docker.errors.APIError as exc:
-            raise _start_failure(exc) from exc
+            state = self._engine.api.inspect_container(self.id)["State"]
+            raise _start_failure(exc, state.get("ExitCode")) from exc
 
-    def wait(self, timeout: float | None = None) -> int:
-        """The exit code; raises TimeoutError when still running after ``timeout`` seconds."""
-        try:
-            result = self._handle.wait(timeout=timeout)
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
-            raise TimeoutError(self.host) from exc
-        return int(result.get("StatusCode", -1))
+    def exit_code(self) -> int | None:
+        """The exit code once the process has ended (or never started), else None."""
+        state = self._engine.api.inspect_container(self.id)["State"]
+        if state.get("Running") or state.get("Status") in ("running", "paused", "restarting"):
+            return None
+        if state.get("Status") == "created" and not state.get("Error"):
+            return None  # not started yet
+        return int(state.get("ExitCode", -1))
 
     def signal(self, signal_name: str) -> None:
         """Send a signal if still running (a container that already exited is fine)."""
@@ -111,12 +112,13 @@ class Container:
             self._handle.remove(force=True, v=True)
 
 
-def _start_failure(exc: docker.errors.APIError) -> StartFailed:
+def _start_failure(exc: docker.errors.APIError, exit_code: int | None) -> StartFailed:
     message = str(exc.explanation or exc)
     match = _EXEC_ERROR.search(message.strip())
     reason = match.group(1) if match else message
-    code = EXIT_NOT_EXECUTABLE if "permission denied" in reason else EXIT_NOT_FOUND
-    return StartFailed(reason, code)
+    if not exit_code:  # the engine records 126/127 as `docker run` would; older ones may not
+        exit_code = EXIT_NOT_EXECUTABLE if "permission denied" in reason else EXIT_NOT_FOUND
+    return StartFailed(reason, exit_code)
 
 
 class DockerEngine:
