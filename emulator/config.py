@@ -1,0 +1,113 @@
+"""Typed settings of the emulator's S3 client, with their defaults in one place.
+
+Precedence follows AWS conventions: a CLI flag (``--s3-endpoint-url``, ``--profile``,
+``--region``) > AWS's own environment variables > boto3's config files > the defaults below.
+``configure_s3`` applies flag values by writing the standard AWS variables into ``os.environ``:
+every boto3 client built afterwards sees them, and so does every child process (the FastFile
+FUSE helper rebuilds its Source from a ``DataSourceSpec`` and inherits the environment).
+This module does not import boto3.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from emulator.errors import SourceError
+
+RetryMode = Literal["standard", "adaptive", "legacy"]
+
+# Retries: botocore's standard mode (exponential backoff with jitter, retries 5xx, throttling
+# and connection errors). 5 attempts keep a typo'd endpoint from hanging for a minute.
+DEFAULT_RETRY_MODE: RetryMode = "standard"
+DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 60.0
+# Parallel requests of one File-mode download; also sizes the client's connection pool.
+DEFAULT_MAX_CONCURRENCY = 16
+
+ENV_ENDPOINT_URL = "AWS_ENDPOINT_URL_S3"
+ENV_IGNORE_ENDPOINTS = "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"
+ENV_MAX_CONCURRENCY = "EMULATOR_S3_MAX_CONCURRENCY"
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """How to reach S3. ``None`` leaves the value to boto3's own resolution."""
+
+    endpoint_url: str | None = None
+    profile: str | None = None
+    region: str | None = None
+    retry_mode: RetryMode = DEFAULT_RETRY_MODE
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> S3Settings:
+        """The settings the environment gives, read the way botocore reads them."""
+        env = os.environ if environ is None else environ
+        ignore_endpoints = env.get(ENV_IGNORE_ENDPOINTS, "").lower() == "true"
+        return cls(
+            endpoint_url=None if ignore_endpoints else env.get(ENV_ENDPOINT_URL) or None,
+            # botocore: AWS_DEFAULT_PROFILE wins over AWS_PROFILE.
+            profile=env.get("AWS_DEFAULT_PROFILE") or env.get("AWS_PROFILE") or None,
+            # botocore reads AWS_DEFAULT_REGION; AWS_REGION is what other SDKs (and SageMaker
+            # containers) use, accepted as a fallback.
+            region=env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION") or None,
+            retry_mode=_retry_mode(env.get("AWS_RETRY_MODE")),
+            max_attempts=_positive_int(env, "AWS_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS),
+            max_concurrency=_positive_int(env, ENV_MAX_CONCURRENCY, DEFAULT_MAX_CONCURRENCY),
+        )
+
+
+def configure_s3(
+    endpoint_url: str | None = None, profile: str | None = None, region: str | None = None
+) -> S3Settings:
+    """Make the given values process-wide (and inherited by child processes).
+
+    Values left ``None`` keep whatever the environment already says. Returns the settings now
+    in force.
+    """
+    if endpoint_url is not None:
+        if not endpoint_url.startswith(("http://", "https://")):
+            raise SourceError(
+                f"S3 endpoint URL {endpoint_url!r} must start with http:// or https:// "
+                "(for example http://127.0.0.1:8333)"
+            )
+        os.environ[ENV_ENDPOINT_URL] = endpoint_url
+        os.environ.pop(ENV_IGNORE_ENDPOINTS, None)
+    if profile is not None:
+        os.environ["AWS_PROFILE"] = profile
+        os.environ.pop("AWS_DEFAULT_PROFILE", None)
+    if region is not None:
+        os.environ["AWS_DEFAULT_REGION"] = region
+        os.environ["AWS_REGION"] = region
+    return S3Settings.from_environ()
+
+
+_RETRY_MODES: dict[str, RetryMode] = {
+    "standard": "standard",
+    "adaptive": "adaptive",
+    "legacy": "legacy",
+}
+
+
+def _retry_mode(value: str | None) -> RetryMode:
+    return _RETRY_MODES.get(value or "", DEFAULT_RETRY_MODE)
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise SourceError(f"{name}={raw!r} must be a positive integer")
+    return value
