@@ -1,0 +1,559 @@
+"""FastFile input mode, host side: real FUSE mounts over LocalSource channels (no mocks).
+
+The block cache is also tested in-process with a counting Source. Every mount made here
+carries the label ``pytest-fastfile``; a module-level check fails if one is left behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import mmap
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from emulator.channels.blockcache import BlockCache, ReadHandle
+from emulator.channels.fastfile import (
+    FSTYPE,
+    FastFileMount,
+    build_tree,
+    check_fuse_available,
+    find_stale_mounts,
+    force_unmount,
+    is_mounted,
+    read_mounts,
+)
+from emulator.errors import EnvironmentProblem, SourceError
+from emulator.sources.base import Entry
+from emulator.sources.local import LocalSource
+from emulator.spec import DataSourceSpec
+
+pytestmark = pytest.mark.fuse
+
+LABEL = "pytest-fastfile"
+BLOCK = 64 * 1024  # small blocks so modest files cross many block boundaries
+SMALL_CACHE = 8 * BLOCK
+
+FILES = {
+    "empty": 0,
+    "one": 1,
+    "a.txt": 1000,
+    "sub/b.bin": BLOCK - 1,
+    "sub/deeper/c.bin": BLOCK,
+    "sub/deeper/d.bin": BLOCK + 1,
+    "multi.bin": 20 * BLOCK + 123,
+    "with space & ünicode.txt": 77,
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_mounts_left_behind() -> Iterator[None]:
+    yield
+    leftovers = [
+        record.mountpoint
+        for record in read_mounts()
+        if record.fstype == FSTYPE and record.source.endswith(f":{LABEL}")
+    ]
+    for path in leftovers:
+        force_unmount(path)
+    assert not leftovers, f"mounts left behind: {leftovers}"
+
+
+def make_channel(root: Path, files: dict[str, int] = FILES) -> Path:
+    rng = random.Random(1234)
+    for name, size in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(rng.randbytes(size))
+    return root
+
+
+def fastfile(source_dir: Path, mountpoint: Path, **options: object) -> FastFileMount:
+    spec = DataSourceSpec("S3Prefix", str(source_dir))
+    options = {"block_size": BLOCK, "cache_bytes": SMALL_CACHE, "label": LABEL, **options}
+    return FastFileMount(spec, LocalSource(str(source_dir)).entries(), mountpoint, **options)  # type: ignore[arg-type]
+
+
+def sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while data := handle.read(chunk):
+            digest.update(data)
+    return digest.hexdigest()
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+@pytest.fixture
+def channel(tmp_path: Path) -> Path:
+    return make_channel(tmp_path / "src")
+
+
+@pytest.fixture
+def mounted(channel: Path, tmp_path: Path) -> Iterator[Path]:
+    with fastfile(channel, tmp_path / "mnt") as mount:
+        yield mount.mountpoint
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+    """(source dir, mount point) of one mount shared by the tests that only read."""
+    root = tmp_path_factory.mktemp("shared")
+    channel = make_channel(root / "src", {**FILES, "data.bin": 40 * BLOCK + 999})
+    with fastfile(channel, root / "mnt", cache_bytes=4 * BLOCK) as mount:
+        yield channel, mount.mountpoint
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def test_check_fuse_available_passes_here() -> None:
+    check_fuse_available()
+
+
+# --------------------------------------------------------------------------- the view
+
+
+def test_tree_sizes_and_modes_without_reading_a_byte(channel: Path, tmp_path: Path) -> None:
+    with fastfile(channel, tmp_path / "mnt") as mount:
+        seen = {}
+        for dirpath, dirnames, filenames in os.walk(mount.mountpoint):
+            for name in dirnames:
+                assert (Path(dirpath) / name).stat().st_mode & 0o7777 == 0o555
+            for name in filenames:
+                path = Path(dirpath) / name
+                seen[path.relative_to(mount.mountpoint).as_posix()] = path.stat().st_size
+                assert path.stat().st_mode & 0o7777 == 0o444
+        assert seen == FILES
+        assert sorted(os.listdir(mount.mountpoint)) == sorted(
+            ["empty", "one", "a.txt", "sub", "multi.bin", "with space & ünicode.txt"]
+        )
+        assert sorted(os.listdir(mount.mountpoint / "sub")) == ["b.bin", "deeper"]
+        assert mount.stats()["fetches"] == 0
+
+
+def test_sequential_reads_match_the_source(shared: tuple[Path, Path]) -> None:
+    channel, mounted = shared
+    for name in FILES:
+        assert sha256(mounted / name) == sha256(channel / name), name
+        assert sha256(mounted / name, chunk=4096) == sha256(channel / name), name
+
+
+def test_missing_names_are_enoent(shared: tuple[Path, Path]) -> None:
+    mounted = shared[1]
+    assert not (mounted / "nope").exists()
+    with pytest.raises(FileNotFoundError):
+        open(mounted / "sub" / "nope", "rb")  # noqa: SIM115
+
+
+def test_empty_channel_is_an_empty_directory(tmp_path: Path) -> None:
+    spec = DataSourceSpec("S3Prefix", str(tmp_path))
+    with FastFileMount(spec, [], tmp_path / "mnt", label=LABEL) as mount:
+        assert os.listdir(mount.mountpoint) == []
+
+
+WRITES: dict[str, Callable[[Path], object]] = {
+    "open for write": lambda mp: os.open(mp / "a.txt", os.O_RDWR),
+    "open for append": lambda mp: os.open(mp / "a.txt", os.O_WRONLY | os.O_APPEND),
+    "open with O_TRUNC": lambda mp: os.open(mp / "a.txt", os.O_RDONLY | os.O_TRUNC),
+    "create": lambda mp: os.open(mp / "new.txt", os.O_WRONLY | os.O_CREAT, 0o644),
+    "mkdir": lambda mp: os.mkdir(mp / "newdir"),
+    "rmdir": lambda mp: os.rmdir(mp / "sub" / "deeper"),
+    "unlink": lambda mp: os.unlink(mp / "a.txt"),
+    "rename": lambda mp: os.rename(mp / "a.txt", mp / "b.txt"),
+    "chmod": lambda mp: os.chmod(mp / "a.txt", 0o777),
+    "chown": lambda mp: os.chown(mp / "a.txt", 1, 1),
+    "truncate": lambda mp: os.truncate(mp / "a.txt", 0),
+    "symlink": lambda mp: os.symlink("a.txt", mp / "link"),
+    "link": lambda mp: os.link(mp / "a.txt", mp / "hard"),
+    "setxattr": lambda mp: os.setxattr(mp / "a.txt", "user.x", b"1"),
+    "utime": lambda mp: os.utime(mp / "a.txt", (1, 1)),
+    "mknod": lambda mp: os.mkfifo(mp / "fifo"),
+}
+
+
+@pytest.mark.parametrize("operation", list(WRITES))
+def test_write_operations_fail_with_erofs(shared: tuple[Path, Path], operation: str) -> None:
+    mounted = shared[1]
+    with pytest.raises(OSError) as caught:
+        result = WRITES[operation](mounted)
+        if isinstance(result, int):  # an fd: the open unexpectedly worked
+            os.close(result)
+    assert caught.value.errno == errno.EROFS
+
+
+def test_random_reads_seek_and_mmap(shared: tuple[Path, Path]) -> None:
+    channel, mounted = shared
+    expected = (channel / "multi.bin").read_bytes()
+    rng = random.Random(7)
+    with open(mounted / "multi.bin", "rb") as handle:
+        for _ in range(200):
+            offset = rng.randrange(len(expected) + 100)
+            size = rng.choice([1, 17, 4096, BLOCK - 1, BLOCK + 1, 3 * BLOCK])
+            handle.seek(offset)
+            assert handle.read(size) == expected[offset : offset + size]
+        handle.seek(-10, os.SEEK_END)
+        assert handle.read() == expected[-10:]
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            assert mapped[:] == expected
+            assert mapped[BLOCK - 5 : 2 * BLOCK + 5] == expected[BLOCK - 5 : 2 * BLOCK + 5]
+
+
+def test_many_concurrent_readers(shared: tuple[Path, Path]) -> None:
+    channel, mounted = shared
+    expected = {name: sha256(channel / name) for name in FILES}
+    errors: list[str] = []
+
+    def reader(seed: int) -> None:
+        rng = random.Random(seed)
+        names = list(FILES)
+        rng.shuffle(names)
+        for name in names:
+            digest = sha256(mounted / name, chunk=rng.choice([511, 4096, BLOCK, 1 << 20]))
+            if digest != expected[name]:
+                errors.append(name)
+
+    threads = [threading.Thread(target=reader, args=(seed,)) for seed in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+
+def test_a_source_read_failure_is_eio(channel: Path, mounted: Path) -> None:
+    (channel / "multi.bin").unlink()
+    with pytest.raises(OSError) as caught, open(mounted / "multi.bin", "rb") as handle:
+        handle.read()
+    assert caught.value.errno == errno.EIO
+
+
+def test_large_sparse_channel_mounts_without_reading(tmp_path: Path) -> None:
+    big = tmp_path / "src" / "big.bin"
+    big.parent.mkdir()
+    with open(big, "wb") as handle:
+        handle.truncate(20 * 1024**3)  # sparse: no disk space used
+    with fastfile(big.parent, tmp_path / "mnt", block_size=8 << 20, cache_bytes=64 << 20) as mnt:
+        assert mnt.stats()["fetches"] == 0  # listing was the only up-front cost
+        path = mnt.mountpoint / "big.bin"
+        assert path.stat().st_size == 20 * 1024**3
+        with open(path, "rb") as handle:
+            assert handle.read(4096) == bytes(4096)
+            handle.seek(20 * 1024**3 - 4096)
+            assert handle.read() == bytes(4096)
+        assert 1 <= mnt.stats()["fetches"] <= 4
+
+
+def test_non_root_user_reads_through_allow_other(tmp_path: Path) -> None:
+    channel = make_channel(tmp_path / "src")
+    # pytest's tmp dirs are private (0700): the reader needs a path it can traverse.
+    public = Path(tempfile.mkdtemp(prefix="fastfile-test-"))
+    try:
+        public.chmod(0o755)
+        with fastfile(channel, public / "mnt") as mount:
+            result = subprocess.run(
+                ["cat", str(mount.mountpoint / "sub" / "b.bin")],
+                user=65534,
+                group=65534,
+                capture_output=True,
+                check=True,
+            )
+            assert result.stdout == (channel / "sub" / "b.bin").read_bytes()
+    finally:
+        os.rmdir(public / "mnt")
+        os.rmdir(public)
+
+
+# --------------------------------------------------------------------------- random reads
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=st.sampled_from(["data.bin", "one", "sub/deeper/d.bin"]),
+    offset=st.integers(0, 40 * BLOCK + 2000),
+    size=st.integers(0, 3 * BLOCK),
+)
+def test_random_offset_size_reads(
+    shared: tuple[Path, Path], name: str, offset: int, size: int
+) -> None:
+    channel, mountpoint = shared
+    expected = (channel / name).read_bytes()[offset : offset + size]
+    fd = os.open(mountpoint / name, os.O_RDONLY)
+    try:
+        assert os.pread(fd, size, offset) == expected
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+def test_unmounted_and_reaped_after_a_normal_exit(channel: Path, tmp_path: Path) -> None:
+    with fastfile(channel, tmp_path / "mnt") as mount:
+        pid = mount.pid
+        assert pid is not None and mount.alive()
+        assert is_mounted(mount.mountpoint)
+    assert not is_mounted(mount.mountpoint)
+    assert process_gone(pid)
+    assert not mount.alive()
+
+
+def test_unmounted_and_reaped_after_an_exception(channel: Path, tmp_path: Path) -> None:
+    mount = fastfile(channel, tmp_path / "mnt")
+    with pytest.raises(KeyboardInterrupt), mount:
+        (mount.mountpoint / "a.txt").read_bytes()
+        raise KeyboardInterrupt
+    assert not is_mounted(mount.mountpoint)
+    assert mount.pid is None
+
+
+def test_unmount_while_a_file_is_open_detaches_lazily(channel: Path, tmp_path: Path) -> None:
+    with fastfile(channel, tmp_path / "mnt") as mount:
+        handle = open(mount.mountpoint / "a.txt", "rb")  # noqa: SIM115
+    try:
+        assert not is_mounted(mount.mountpoint)
+    finally:
+        handle.close()
+
+
+def test_parent_death_makes_the_file_system_unmount_itself(channel: Path, tmp_path: Path) -> None:
+    mountpoint = tmp_path / "mnt"
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        from emulator.channels.fastfile import FastFileMount
+        from emulator.sources.local import LocalSource
+        from emulator.spec import DataSourceSpec
+        source = LocalSource({str(channel)!r})
+        spec = DataSourceSpec("S3Prefix", {str(channel)!r})
+        mount = FastFileMount(spec, source.entries(), Path({str(mountpoint)!r}), label={LABEL!r})
+        mount.mount()
+        print(mount.pid, flush=True)
+        time.sleep(60)
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    try:
+        assert parent.stdout is not None
+        child_pid = int(parent.stdout.readline())
+        assert is_mounted(mountpoint)
+    finally:
+        parent.kill()
+        parent.wait()
+        if parent.stdout is not None:
+            parent.stdout.close()
+    assert wait_for(lambda: not is_mounted(mountpoint))
+    assert wait_for(lambda: process_gone(child_pid))
+
+
+def test_stale_mount_is_found_and_force_unmounted(channel: Path, tmp_path: Path) -> None:
+    mount = fastfile(channel, tmp_path / "jobs" / "job-1" / "mnt")
+    mount.mount()
+    try:
+        assert find_stale_mounts(tmp_path) == []  # a live mount is not stale
+        assert mount.pid is not None
+        os.kill(mount.pid, signal.SIGKILL)
+        assert wait_for(lambda: process_gone(mount.pid or 0))
+        with pytest.raises(OSError) as caught:
+            os.listdir(mount.mountpoint)
+        assert caught.value.errno in (errno.ENOTCONN, errno.ECONNABORTED)
+        assert find_stale_mounts(tmp_path) == [mount.mountpoint]
+        assert find_stale_mounts(tmp_path / "jobs" / "job-2") == []
+        force_unmount(mount.mountpoint)
+        assert not is_mounted(mount.mountpoint)
+        assert find_stale_mounts(tmp_path) == []
+    finally:
+        mount.unmount()
+    assert mount.pid is None
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_a_source_error_in_the_file_system_process_is_raised(tmp_path: Path) -> None:
+    # The Source is rebuilt in the file system process; this URI is refused there.
+    spec = DataSourceSpec("S3Prefix", "file://otherhost/data")
+    mount = FastFileMount(spec, [], tmp_path / "mnt", label=LABEL)
+    try:
+        with pytest.raises(SourceError, match="file:///abs/path"):
+            mount.mount()
+    finally:
+        mount.unmount()
+    assert not is_mounted(tmp_path / "mnt")
+    assert mount.pid is None
+
+
+def test_a_file_system_process_that_cannot_load_libfuse_is_an_environment_problem(
+    channel: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FUSE_LIBRARY_PATH", str(tmp_path / "no-libfuse3.so"))
+    mount = fastfile(channel, tmp_path / "mnt")
+    with pytest.raises(EnvironmentProblem, match="libfuse3"):
+        mount.mount()
+    assert not is_mounted(tmp_path / "mnt")
+    assert mount.pid is None
+
+
+def test_a_mount_point_that_is_a_file_is_refused(channel: Path, tmp_path: Path) -> None:
+    target = tmp_path / "file"
+    target.write_text("x")
+    with pytest.raises(EnvironmentProblem, match="not a directory"):
+        fastfile(channel, target).mount()
+
+
+def test_mounting_twice_on_one_mount_point_is_refused(shared: tuple[Path, Path]) -> None:
+    channel, mounted = shared
+    with pytest.raises(EnvironmentProblem, match="already a FUSE mount point"):
+        fastfile(channel, mounted).mount()
+
+
+def test_a_too_small_cache_is_refused(channel: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="two blocks"):
+        fastfile(channel, tmp_path / "mnt", cache_bytes=BLOCK)
+
+
+def test_an_object_that_is_also_a_folder_shows_the_folder() -> None:
+    tree = build_tree([Entry("a", "/x/a", 1), Entry("a/b", "/x/a/b", 2), Entry("c", "/x/c", 3)])
+    assert tree.files == {"/a/b": 1, "/c": 2}
+    assert tree.dirs == {"/": ["a", "c"], "/a": ["b"]}
+
+
+# --------------------------------------------------------------------------- block cache
+
+
+class CountingSource(LocalSource):
+    """LocalSource that counts read_range calls and can hold them until released."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(uri)
+        self.calls: list[tuple[str, int, int]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.failures = 0
+        self._lock = threading.Lock()
+
+    def read_range(self, entry: Entry, offset: int, length: int) -> bytes:
+        self.gate.wait()
+        with self._lock:
+            self.calls.append((entry.relative_path, offset, length))
+            if self.failures:
+                self.failures -= 1
+                raise SourceError("injected failure")
+        return super().read_range(entry, offset, length)
+
+
+@pytest.fixture
+def counting(tmp_path: Path) -> tuple[CountingSource, Entry, bytes]:
+    channel = make_channel(tmp_path / "src", {"data.bin": 10 * 4096 + 5})
+    source = CountingSource(str(channel))
+    (entry,) = source.entries()
+    return source, entry, (channel / "data.bin").read_bytes()
+
+
+def test_concurrent_reads_of_one_block_fetch_it_once(
+    counting: tuple[CountingSource, Entry, bytes],
+) -> None:
+    source, entry, data = counting
+    cache = BlockCache(source, block_size=4096, capacity_bytes=16 * 4096)
+    source.gate.clear()
+    results: list[bytes] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(cache.block(0, entry, 3))) for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    assert wait_for(lambda: cache.stats().joins == 7)
+    source.gate.set()
+    for thread in threads:
+        thread.join()
+    assert results == [data[3 * 4096 : 4 * 4096]] * 8
+    assert source.calls == [("data.bin", 3 * 4096, 4096)]
+    cache.close()
+
+
+def test_sequential_reads_prefetch_a_growing_window(
+    counting: tuple[CountingSource, Entry, bytes],
+) -> None:
+    source, entry, data = counting
+    cache = BlockCache(source, block_size=4096, capacity_bytes=64 * 4096, readahead_blocks=4)
+    handle = ReadHandle(cache, 0, entry)
+    assert handle.read(0, 100) == data[:100]
+    assert wait_for(lambda: cache.stats().fetches == 2)  # block 0, and block 1 read ahead
+    out = bytearray(data[:100])
+    for offset in range(100, len(data), 1000):
+        out += handle.read(offset, 1000)
+    assert bytes(out) == data
+    assert wait_for(lambda: not cache._pending)
+    assert sorted(offset for _, offset, _ in source.calls) == [i * 4096 for i in range(11)]
+    assert cache.stats().prefetches >= 8
+    cache.close()
+
+
+def test_random_reads_do_not_read_ahead(counting: tuple[CountingSource, Entry, bytes]) -> None:
+    source, entry, data = counting
+    cache = BlockCache(source, block_size=4096, capacity_bytes=64 * 4096, readahead_blocks=4)
+    handle = ReadHandle(cache, 0, entry)
+    for block in (5, 2, 9, 7):
+        assert handle.read(block * 4096 + 10, 50) == data[block * 4096 + 10 : block * 4096 + 60]
+    assert cache.stats().prefetches == 0
+    assert len(source.calls) == 4
+    cache.close()
+
+
+def test_the_cache_stays_within_its_budget(counting: tuple[CountingSource, Entry, bytes]) -> None:
+    source, entry, data = counting
+    cache = BlockCache(source, block_size=4096, capacity_bytes=3 * 4096, readahead_blocks=0)
+    for block in [0, 1, 2, 3, 4, 0, 5, 6, 1]:
+        assert cache.block(0, entry, block) == data[block * 4096 : (block + 1) * 4096]
+        assert cache.stats().cached_bytes <= 3 * 4096
+    assert cache.stats().evictions == 6
+    cache.close()
+
+
+def test_failed_fetches_are_not_cached(counting: tuple[CountingSource, Entry, bytes]) -> None:
+    source, entry, data = counting
+    cache = BlockCache(source, block_size=4096, capacity_bytes=4 * 4096)
+    source.failures = 1
+    with pytest.raises(SourceError, match="injected"):
+        cache.block(0, entry, 0)
+    assert cache.block(0, entry, 0) == data[:4096]
+    cache.close()
+
+
+def test_an_object_shorter_than_listed_is_an_error(
+    counting: tuple[CountingSource, Entry, bytes],
+) -> None:
+    source, entry, _ = counting
+    cache = BlockCache(source, block_size=4096, capacity_bytes=4 * 4096)
+    longer = Entry(entry.relative_path, entry.location, entry.size + 10)
+    with pytest.raises(SourceError, match="changed during the job"):
+        cache.block(0, longer, 10)
+    cache.close()
