@@ -247,10 +247,11 @@ def _compiled(pattern: str) -> re.Pattern[str] | None:
 
 def _excerpt(text: str) -> str:
     """A JSON-quoted string, cut short: huge values must not flood the message."""
-    if len(text) <= _SHOWN_CHARS:
-        return json.dumps(text, ensure_ascii=False)
     head = json.dumps(text[:_SHOWN_CHARS], ensure_ascii=False)
-    return f'{head[:-1]}..." ({len(text)} characters)'
+    if len(text) > _SHOWN_CHARS:
+        head = f'{head[:-1]}..." ({len(text)} characters)'
+    # Lone surrogates (valid in JSON, not in UTF-8) would break printing the message.
+    return head.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _show(value: object) -> str:
@@ -264,35 +265,30 @@ def _show(value: object) -> str:
     if isinstance(value, int):
         return f"int {_number(value)}"
     if isinstance(value, list | tuple):
-        return f"{type(value).__name__} of {len(value)} item{'s' * (len(value) != 1)}"
+        return f"{type(value).__name__} of {_plural(len(value), 'item')}"
     if isinstance(value, dict):
-        return f"dict with {len(value)} key{'s' * (len(value) != 1)}"
+        return f"dict with {_plural(len(value), 'key')}"
     return type(value).__name__
 
 
 def _number(value: int) -> str:
-    # str() of a huge int is slow (and limited to 4300 digits): show its size instead.
+    # str() of a huge int is slow (and refused past 4300 digits): show its size instead.
     if -(10**30) < value < 10**30:
         return str(value)
-    return f"with about {value.bit_length() * 3 // 10} digits"
+    return f"(a number of about {int(abs(value).bit_length() * 0.30103) + 1} digits)"
 
 
-def _member_path(path: str, name: object) -> str:
-    shown = name if isinstance(name, str) else f"[{_show(name)}]"
-    if isinstance(name, str) and len(name) > _SHOWN_CHARS:
-        shown = f"[{_excerpt(name)}]"
-    return f"{path}.{shown}" if path else shown
-
-
-def _key_path(path: str, key: object) -> str:
-    """Map entries read ``HyperParameters.epochs``; odd keys are quoted in brackets."""
-    if isinstance(key, str) and re.fullmatch(r"[A-Za-z0-9_\-]{1,60}", key):
-        return f"{path}.{key}"
-    return f"{path}[{_excerpt(key) if isinstance(key, str) else _show(key)}]"
+def _child_path(path: str, name: object) -> str:
+    """``Parent.Child`` for plain names (``HyperParameters.epochs``), else ``Parent["odd key"]``."""
+    if isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_\-]{1,60}", name):
+        return f"{path}.{name}" if path else name
+    return f"{path}[{_excerpt(name) if isinstance(name, str) else _show(name)}]"
 
 
 def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'s' * (count != 1)}"
+    if count == 1:
+        return f"1 {word}"
+    return f"{count} {'entries' if word == 'entry' else word + 's'}"
 
 
 def _size_phrase(node: _Node, unit: str) -> str:
@@ -331,8 +327,10 @@ def _expectation(node: _Node) -> str:
 def _type_fix(node: _Node, value: object) -> str:
     """How to fix a value of the wrong type, when there is an obvious way."""
     if value is None and node is not _schema():
-        return "; omit the member instead of setting it to null"
+        return "; null is not a value here: give one or leave the member out"
     if node.kind == "string" and isinstance(value, int | float | bool):
+        if type(value) is int and not -(10**30) < value < 10**30:
+            return ""  # nobody meant a number that size
         quoted = json.dumps(value)
         scratch: _Problems = []
         _check_string(node, quoted, "", scratch)
@@ -414,24 +412,30 @@ def _check_structure(node: _Node, value: object, path: str, out: _Problems) -> N
     for name in node.required:
         if name not in request:
             out.append(
-                f"{_member_path(path, name)}: missing required parameter; "
+                f"{_child_path(path, name)}: missing required parameter; "
                 f"give {_expectation(node.members[name])}"
             )
     for key, item in request.items():
+        if item is None and key in node.required:  # null is no value: say what to give
+            out.append(
+                f"{_child_path(path, key)}: required parameter is null; "
+                f"give {_expectation(node.members[key])}"
+            )
+            continue
         if not isinstance(key, str):
             out.append(
-                f"{_member_path(path, key)}: parameter names must be strings (got {_show(key)})"
+                f"{_child_path(path, key)}: parameter names must be strings (got {_show(key)})"
             )
             continue
         known = node.members.get(key)
         if known is None:
             choices = ", ".join(node.members)
             out.append(
-                f"{_member_path(path, key)}: Unknown parameter in {where}: "
+                f"{_child_path(path, key)}: Unknown parameter in {where}: "
                 f"{_excerpt(key)}, must be one of: {choices}{_suggest(key, list(node.members))}"
             )
             continue
-        _check(known, item, _member_path(path, key), out)
+        _check(known, item, _child_path(path, key), out)
 
 
 def _check_count(node: _Node, count: int, unit: str, path: str, out: _Problems) -> None:
@@ -461,7 +465,7 @@ def _check_map(node: _Node, value: object, path: str, out: _Problems) -> None:
     for index, (key, item) in enumerate(entries.items()):
         if node.max is not None and index >= node.max:
             break
-        entry_path = _key_path(path, key)
+        entry_path = _child_path(path, key)
         if isinstance(key, str):
             _check_string(node.key, key, entry_path, out, subject="the key ")
         else:
@@ -672,7 +676,7 @@ def _check_algorithm(request: dict[Any, Any], out: _Problems) -> None:
         )
     for index, definition in enumerate(_items(algo.get("MetricDefinitions"))[:40]):
         regex = _text(_obj(definition).get("Regex"))
-        if regex:
+        if regex and len(regex) <= 500:  # longer ones broke the model's max already
             _check_python_regex(regex, f"{path}.MetricDefinitions[{index}].Regex", out)
 
 
@@ -853,7 +857,7 @@ def _check_stopping(request: dict[Any, Any], out: _Problems) -> None:
         )
     runtime = stopping.get("MaxRuntimeInSeconds", DEFAULT_MAX_RUNTIME_SECONDS)
     if _int(runtime) is not None and wait < runtime:
-        default = "" if "MaxRuntimeInSeconds" in stopping else " (the default)"
+        default = "" if "MaxRuntimeInSeconds" in stopping else ", the default"
         out.append(
             f"{path}: must be at least MaxRuntimeInSeconds ({runtime}{default}) (got {wait}); "
             f"raise it to {runtime} or more"
