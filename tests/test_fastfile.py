@@ -37,9 +37,11 @@ from emulator.channels.fastfile import (
     read_mounts,
 )
 from emulator.errors import EnvironmentProblem, SourceError
+from emulator.sources import open_source
 from emulator.sources.base import Entry
 from emulator.sources.local import LocalSource
 from emulator.spec import DataSourceSpec
+from tests.fixtures.s3 import S3Server
 
 pytestmark = pytest.mark.fuse
 
@@ -289,6 +291,22 @@ def test_non_root_user_reads_through_allow_other(tmp_path: Path) -> None:
     finally:
         os.rmdir(public / "mnt")
         os.rmdir(public)
+
+
+@pytest.mark.s3
+def test_an_s3_channel_is_served_by_ranged_gets(moto_s3: S3Server, tmp_path: Path) -> None:
+    # The file system process rebuilds the S3 source from the inherited environment.
+    bucket = moto_s3.new_bucket()
+    objects = {"train/a.bin": random.Random(3).randbytes(3 * BLOCK + 5), "train/s/b": b"hello"}
+    moto_s3.put_objects(bucket, objects)
+    spec = DataSourceSpec("S3Prefix", f"s3://{bucket}/train/")
+    entries = open_source(spec).entries()
+    options = {"block_size": BLOCK, "cache_bytes": SMALL_CACHE, "label": LABEL}
+    with FastFileMount(spec, entries, tmp_path / "mnt", **options) as mount:  # type: ignore[arg-type]
+        assert mount.stats()["fetches"] == 0
+        assert (mount.mountpoint / "a.bin").read_bytes() == objects["train/a.bin"]
+        assert (mount.mountpoint / "s" / "b").read_bytes() == b"hello"
+        assert mount.stats()["fetches"] == 5  # four blocks of a.bin, one of b
 
 
 # --------------------------------------------------------------------------- random reads
