@@ -29,7 +29,14 @@ from emulator.spec import (
     MetricDefinition,
     ResourceSpec,
 )
-from emulator.validation import _compiled, _java_to_python, parse_request, validate_request
+from emulator.validation import (
+    _check,
+    _compiled,
+    _java_to_python,
+    _Node,
+    parse_request,
+    validate_request,
+)
 
 REQUESTS = Path(__file__).parent / "data" / "requests"
 DELETE = object()  # as an edit value: remove the member
@@ -447,6 +454,33 @@ def test_non_string_names_and_non_object_requests() -> None:
         "request: must be an object (got list of 1 item)"
     ]
     assert validate_request(None) == ["request: must be an object (got None)"]
+
+
+def test_a_flood_of_unknown_parameters_is_counted_not_listed() -> None:
+    problems = validate_request({**load("minimal"), **{f"X{i}": 1 for i in range(100_000)}})
+    assert len(problems) == 11
+    assert problems[0].startswith('X0: Unknown parameter in input: "X0"')
+    assert problems[-1] == "request: 99990 more unknown parameters; remove them"
+
+
+@pytest.mark.parametrize(
+    ("kind", "good", "bad"),
+    [
+        ("double", 1.5, "1.5"),
+        ("float", 2, True),
+        ("timestamp", "2024-01-01T00:00:00Z", [1]),
+        ("blob", b"x", 1),
+    ],
+)
+def test_kinds_unused_by_the_operation_today_are_type_checked(
+    kind: str, good: object, bad: object
+) -> None:
+    problems: list[str] = []
+    _check(_Node(kind, "Member"), good, "Member", problems)
+    assert problems == []
+    _check(_Node(kind, "Member"), bad, "Member", problems)
+    assert len(problems) == 1
+    assert problems[0].startswith("Member: must be ")
 
 
 @pytest.mark.parametrize(
