@@ -18,10 +18,13 @@ How it works
    ``re.fullmatch`` after ``_java_to_python`` translates what differs and occurs in the model:
    ``\\p{L}``-style Unicode classes become explicit code-point ranges, POSIX classes such as
    ``\\p{Alnum}`` their ASCII sets, ``.`` stops at Java's line terminators, and ``\\d \\w \\s``
-   are ASCII-only (``re.ASCII``), as in Java by default.
+   are ASCII-only (``re.ASCII``), as in Java by default. So a HyperParameters value (``.*``)
+   cannot hold a line break, while an Environment value (``[\\S\\s]*``) can.
 4. Local additions: a string of shape ``S3Uri`` (channel S3Uri, S3OutputPath of every config,
-   CheckpointConfig.S3Uri) also accepts ``file:///abs/path`` URIs and plain local paths; the
-   model's pattern applies to s3:// and https:// URIs only. The ``TrainingInstanceType`` enum
+   CheckpointConfig.S3Uri) also accepts ``file:///abs/path`` (or ``file://localhost/...``)
+   URIs and plain local paths, absolute or relative, as ``emulator.sources.local`` reads them;
+   the model's pattern applies to s3:// and https:// URIs only, other schemes are refused.
+   The ``TrainingInstanceType`` enum
    (ResourceConfig.InstanceType, InstanceGroups[].InstanceType) also accepts ``local`` and
    ``local_gpu``.
 5. Rules the model cannot express run afterwards on whatever parts are well typed, so one call
@@ -714,9 +717,13 @@ def _group_names(request: dict[Any, Any]) -> list[str] | None:
     return [name for name in names if name is not None] if groups else None
 
 
-def _job_mode(request: dict[Any, Any]) -> str | None:
-    mode = _obj(request.get("AlgorithmSpecification")).get("TrainingInputMode")
-    return mode if mode in _INPUT_MODES else None
+def _effective_mode(channel: dict[Any, Any], request: dict[Any, Any]) -> str | None:
+    """The channel's InputMode, else the job's TrainingInputMode; None if that is invalid."""
+    if "InputMode" in channel:
+        mode = channel["InputMode"]
+    else:
+        mode = _obj(request.get("AlgorithmSpecification")).get("TrainingInputMode")
+    return mode if isinstance(mode, str) and mode in _INPUT_MODES else None
 
 
 def _check_channels(request: dict[Any, Any], out: _Problems) -> None:
@@ -798,8 +805,7 @@ def _check_group_names(
 def _check_channel_mode(
     channel: dict[Any, Any], request: dict[Any, Any], path: str, out: _Problems
 ) -> None:
-    own = channel.get("InputMode")
-    mode = own if own in _INPUT_MODES else None if "InputMode" in channel else _job_mode(request)
+    mode = _effective_mode(channel, request)
     if mode is None:
         return  # no valid mode to judge by: the walk reported why
     data_type = _obj(_obj(channel.get("DataSource")).get("S3DataSource")).get("S3DataType")
