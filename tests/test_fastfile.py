@@ -158,6 +158,9 @@ def test_tree_sizes_and_modes_without_reading_a_byte(channel: Path, tmp_path: Pa
             ["empty", "one", "a.txt", "sub", "multi.bin", "with space & ünicode.txt"]
         )
         assert sorted(os.listdir(mount.mountpoint / "sub")) == ["b.bin", "deeper"]
+        assert os.stat(mount.mountpoint).st_nlink == 3  # ., .., and sub
+        assert os.stat(mount.mountpoint / "sub").st_nlink == 3  # sub/deeper
+        assert os.statvfs(mount.mountpoint).f_files == len(FILES)
         assert mount.stats()["fetches"] == 0
 
 
@@ -462,6 +465,7 @@ def test_an_object_that_is_also_a_folder_shows_the_folder() -> None:
     tree = build_tree([Entry("a", "/x/a", 1), Entry("a/b", "/x/a/b", 2), Entry("c", "/x/c", 3)])
     assert tree.files == {"/a/b": 1, "/c": 2}
     assert tree.dirs == {"/": ["a", "c"], "/a": ["b"]}
+    assert tree.subdirs == {"/": 1, "/a": 0}
 
 
 # --------------------------------------------------------------------------- block cache

@@ -478,6 +478,7 @@ class Tree:
 
     files: dict[str, int]
     dirs: dict[str, list[str]]
+    subdirs: dict[str, int]  # per directory, for st_nlink
 
 
 def build_tree(entries: Sequence[Entry]) -> Tree:
@@ -497,7 +498,11 @@ def build_tree(entries: Sequence[Entry]) -> Tree:
     for path in files.keys() & dirs.keys():
         log.warning("%s is both an object and a folder: showing the folder", path)
         del files[path]
-    return Tree(files, {path: sorted(names) for path, names in dirs.items()})
+    subdirs = dict.fromkeys(dirs, 0)
+    for path in dirs:
+        if path != "/":
+            subdirs[path.rsplit("/", 1)[0] or "/"] += 1
+    return Tree(files, {path: sorted(names) for path, names in dirs.items()}, subdirs)
 
 
 def _read_only(*_args: object) -> int:
@@ -520,6 +525,7 @@ class FastFileOperations:
         self._next_handle = 1
         self._lock = threading.Lock()
         self._time_ns = time.time_ns()
+        self._total_bytes = sum(entry.size for entry in self.entries)
 
     def init(self, path: str) -> None:
         self._on_ready()
@@ -529,10 +535,9 @@ class FastFileOperations:
 
     def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
         times = {"st_atime": self._time_ns, "st_mtime": self._time_ns, "st_ctime": self._time_ns}
-        names = self.tree.dirs.get(path)
-        if names is not None:
-            subdirs = sum(1 for name in names if self._child(path, name) in self.tree.dirs)
-            return {"st_mode": stat.S_IFDIR | 0o555, "st_nlink": 2 + subdirs, **times}
+        if path in self.tree.dirs:
+            nlink = 2 + self.tree.subdirs[path]
+            return {"st_mode": stat.S_IFDIR | 0o555, "st_nlink": nlink, **times}
         file_id = self.tree.files.get(path)
         if file_id is None:
             raise OSError(errno.ENOENT, os.strerror(errno.ENOENT))
@@ -584,7 +589,7 @@ class FastFileOperations:
         return 0
 
     def statfs(self, path: str) -> dict[str, int]:
-        total = sum(entry.size for entry in self.entries)
+        total = self._total_bytes
         return {
             "f_bsize": 4096,
             "f_frsize": 4096,
