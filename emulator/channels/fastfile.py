@@ -15,6 +15,10 @@ child answers ``ready`` on stdout once the kernel has mounted it, or a structure
 Its stderr is its log. The child rebuilds the Source with ``open_source(DataSourceSpec)``
 and inherits the environment (S3 endpoint and credentials settings).
 
+The block cache counters of a running mount are readable as JSON in the extended attribute
+``user.emulator.fastfile.stats`` of its root (``FastFileMount.stats()``), for benchmarks and
+tests across the process boundary.
+
 Mounts are tagged in /proc/self/mountinfo (fstype ``fuse.emulator-fastfile``, source
 ``emulator-fastfile:<pid>:<label>``) so ``find_stale_mounts`` can tell mounts whose server is
 gone, for ``emulator prune``.
@@ -579,7 +583,7 @@ class FastFileOperations:
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
         try:
             return handle.read(offset, size)
-        except (SourceError, OSError) as exc:
+        except Exception as exc:  # any failure to get the bytes is an I/O error to the reader
             log.error("reading %s at %d: %s", handle.entry.relative_path, offset, exc)
             raise OSError(errno.EIO, str(exc)) from exc
 
