@@ -1,4 +1,12 @@
-"""Where channel bytes come from, chosen by URI scheme (see ``base.Source``)."""
+"""Where channel bytes come from, chosen by S3DataType and URI scheme (see ``base.Source``).
+
+    S3DataType             s3:// or https:// URI          file:// URI or path
+    S3Prefix               s3.S3Source                    local.LocalSource
+    ManifestFile           manifest.ManifestSource        (the manifest's prefix decides)
+    AugmentedManifestFile  manifest.AugmentedManifestSource
+
+Implementations are imported lazily: local-only jobs never import boto3.
+"""
 
 from __future__ import annotations
 
@@ -16,16 +24,23 @@ def is_s3_uri(uri: str) -> bool:
 
 
 def open_source(data_source: DataSourceSpec) -> Source:
-    """The Source for a channel's DataSource (S3Prefix, or ManifestFile resolved)."""
-    if data_source.data_type != "S3Prefix":
-        raise SourceError(
-            f"{data_source.uri}: S3DataType {data_source.data_type} is not supported yet"
-        )
-    if is_s3_uri(data_source.uri):
-        raise SourceError(f"{data_source.uri}: S3 sources are not supported yet")
+    """The Source for a channel's DataSource. Nothing is read until ``entries()``."""
+    uri = data_source.uri
+    if data_source.data_type == "ManifestFile":
+        from emulator.sources.manifest import ManifestSource
+
+        return ManifestSource(uri)
+    if data_source.data_type == "AugmentedManifestFile":
+        from emulator.sources.manifest import AugmentedManifestSource
+
+        return AugmentedManifestSource(uri)
+    if is_s3_uri(uri):
+        from emulator.sources.s3 import S3Source
+
+        return S3Source(uri)
     from emulator.sources.local import LocalSource
 
-    return LocalSource(data_source.uri)
+    return LocalSource(uri)
 
 
 def open_uri(uri: str) -> BinaryIO:
@@ -33,7 +48,12 @@ def open_uri(uri: str) -> BinaryIO:
 
     Used for AugmentedManifestFile ``-ref`` attributes and manifest files themselves."""
     if is_s3_uri(uri):
-        raise SourceError(f"{uri}: S3 sources are not supported yet")
+        from emulator.sources.s3 import open_s3_uri
+
+        try:
+            return open_s3_uri(uri)
+        except FileNotFoundError as exc:
+            raise SourceError(f"{uri}: no such object; check the URI") from exc
     from emulator.sources.local import local_path
 
     try:
