@@ -19,6 +19,7 @@ from typing import Any
 import docker
 import docker.errors
 import docker.types
+import docker.utils.socket
 
 from emulator.errors import EnvironmentProblem
 
@@ -67,6 +68,28 @@ def job_labels(job: str) -> dict[str, str]:
     return {LABEL_JOB: job, LABEL_PID: str(os.getpid())}
 
 
+class OutputStream:
+    """Frames of a container's attached output as (stream, chunk), stream 1 = stdout and
+    2 = stderr; the socket is ours to close, which ``close`` does."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        for stream, chunk in docker.utils.socket.frames_iter(  # type: ignore[no-untyped-call]
+            self._sock, tty=False
+        ):
+            yield int(stream), bytes(chunk)
+
+    def close(self) -> None:
+        # Over a unix socket docker-py hands out a SocketIO wrapper whose close() leaves the
+        # real socket open; close both (and the HTTP response, where one is attached).
+        for part in (self._sock, getattr(self._sock, "_sock", None)):
+            if part is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    part.close()
+
+
 class Container:
     """One host's container: output, start, wait, signals, removal."""
 
@@ -76,12 +99,10 @@ class Container:
         self.host = host
         self.id: str = handle.id
 
-    def attach(self) -> Iterator[tuple[bytes | None, bytes | None]]:
-        """(stdout, stderr) chunks from the start to the exit. Call before ``start``."""
-        stream: Iterator[tuple[bytes | None, bytes | None]] = self._engine.api.attach(
-            self.id, stdout=True, stderr=True, stream=True, logs=True, demux=True
-        )
-        return stream
+    def attach(self) -> OutputStream:
+        """The container's output from its start to its exit. Call before ``start``."""
+        params = {"stdout": 1, "stderr": 1, "stream": 1, "logs": 1}
+        return OutputStream(self._engine.api.attach_socket(self.id, params=params))
 
     def start(self) -> None:
         try:
@@ -135,6 +156,10 @@ class DockerEngine:
                 "`sudo systemctl start docker`) or point DOCKER_HOST at it"
             ) from exc
         self.api = self.client.api
+
+    def close(self) -> None:
+        """Close the engine connections (attach streams included)."""
+        self.client.close()
 
     def require_image(self, image: str) -> None:
         """The image must already be local: the emulator never pulls."""

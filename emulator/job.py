@@ -107,6 +107,12 @@ class TrainingJob:
 
     def run(self) -> dict[str, Any]:
         engine = DockerEngine()
+        try:
+            return self._run(engine)
+        finally:
+            engine.close()
+
+    def _run(self, engine: DockerEngine) -> dict[str, Any]:
         engine.require_image(self.spec.image)
         sources = resolve_sources(self.spec)
         destinations.check_output_location(self.spec)

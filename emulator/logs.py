@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
+
+from emulator.container import OutputStream
 
 JOIN_SECONDS = 10.0
 
 
 class LogPump(threading.Thread):
-    """Reads one container's demultiplexed (stdout, stderr) chunks until the container ends.
+    """Reads one container's output frames (stdout, stderr) until the container ends.
 
     Each stream keeps its own partial line, so interleaved writes never mix; a last line
     without a newline is delivered at the end. Lines are decoded as UTF-8 (bad bytes replaced).
@@ -18,31 +20,31 @@ class LogPump(threading.Thread):
 
     def __init__(
         self,
-        chunks: Iterator[tuple[bytes | None, bytes | None]],
+        output: OutputStream,
         log_file: Path,
         on_line: Callable[[str], None],
     ) -> None:
         super().__init__(name=f"log-pump-{log_file.stem}", daemon=True)
-        self._chunks = chunks
+        self._output = output
         self._log_file = log_file
         self._on_line = on_line
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        pending = [b"", b""]
+        pending = {1: b"", 2: b""}
         try:
             with open(self._log_file, "ab") as log:
-                for pair in self._chunks:
-                    for index, chunk in enumerate(pair):
-                        if chunk:
-                            log.write(chunk)
-                            pending[index] = self._deliver(pending[index] + chunk)
+                for stream, chunk in self._output:
+                    log.write(chunk)
                     log.flush()
-                for rest in pending:
+                    pending[stream] = self._deliver(pending.get(stream, b"") + chunk)
+                for rest in pending.values():
                     if rest:
                         self._emit(rest)
         except Exception as exc:  # a broken stream must not kill the job, only end its logs
             self.error = exc
+        finally:
+            self._output.close()
 
     def _deliver(self, buffer: bytes) -> bytes:
         *lines, rest = buffer.split(b"\n")

@@ -20,7 +20,10 @@ def prune_leftovers(store: JobStore, temp_root: Path | None = None) -> list[str]
     live = {name for name, pid in store.running_jobs() if process_alive(pid)}
     removed: list[str] = []
     engine = DockerEngine()
-    containers, networks = engine.leftovers()
+    try:
+        containers, networks = engine.leftovers()
+    finally:
+        engine.close()
     for container in containers:
         if container.labels.get(LABEL_JOB) not in live:
             container.remove(force=True, v=True)

@@ -1,3 +1,3 @@
 """Shared test configuration: fixtures live in tests/fixtures/ and are registered here."""
 
-pytest_plugins = ["tests.fixtures.s3"]
+pytest_plugins = ["tests.fixtures.jobs", "tests.fixtures.s3"]
