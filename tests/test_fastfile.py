@@ -539,6 +539,37 @@ def test_sequential_reads_prefetch_a_growing_window(
     cache.close()
 
 
+class PatternSource(CountingSource):
+    """Synthesized bytes (any size, no file), counted like CountingSource."""
+
+    def read_range(self, entry: Entry, offset: int, length: int) -> bytes:
+        with self._lock:
+            self.calls.append((entry.relative_path, offset, length))
+        return pattern(offset, min(length, entry.size - offset))
+
+
+def pattern(offset: int, length: int) -> bytes:
+    return bytes((i * 7 + i // 4096) % 251 for i in range(offset, offset + length))
+
+
+def test_late_reads_just_behind_a_sequential_reader_stay_cached(tmp_path: Path) -> None:
+    # Kernel read-ahead requests arrive out of order: a read in the block just left must
+    # not find it evicted, even with a budget of three blocks.
+    block = 4 * 1024 * 1024
+    source = PatternSource(str(tmp_path))
+    entry = Entry("big", "big", 8 * block)
+    cache = BlockCache(source, block_size=block, capacity_bytes=3 * block, readahead_blocks=4)
+    handle = ReadHandle(cache, 0, entry)
+    for index in range(4):
+        assert handle.read(index * block, 100) == pattern(index * block, 100)
+        assert wait_for(lambda: not cache._pending)
+    calls = len(source.calls)
+    assert handle.read(3 * block - 100, 100) == pattern(3 * block - 100, 100)
+    assert len(source.calls) == calls
+    assert sorted(offset // block for _, offset, _ in source.calls) == [0, 1, 2, 3, 4]
+    cache.close()
+
+
 def test_random_reads_do_not_read_ahead(counting: tuple[CountingSource, Entry, bytes]) -> None:
     source, entry, data = counting
     cache = BlockCache(source, block_size=4096, capacity_bytes=64 * 4096, readahead_blocks=4)

@@ -3,8 +3,8 @@
 FastFile reads are served from fixed-size blocks (8 MiB by default) fetched with
 ``Source.read_range`` (one ranged GET per block for S3). The cache:
 
-- keeps blocks in LRU order within a byte budget; blocks a sequential reader has moved past
-  are demoted so they leave first (the kernel page cache keeps re-reads cheap anyway);
+- keeps blocks in LRU order within a byte budget; blocks a sequential reader has moved well
+  past are demoted so they leave first (the kernel page cache keeps re-reads cheap anyway);
 - fetches each block once, however many readers want it at the same time (later readers wait
   on the first reader's fetch);
 - prefetches the next blocks in a small thread pool when a handle reads sequentially, the
@@ -29,6 +29,7 @@ DEFAULT_BLOCK_SIZE = 8 * MiB
 DEFAULT_CACHE_BYTES = 256 * MiB
 DEFAULT_READAHEAD_BLOCKS = 4
 DEFAULT_FETCH_WORKERS = 4
+DEMOTE_LAG_BYTES = 8 * MiB  # > the kernel read-ahead window FastFile sets (4 MiB)
 
 BlockKey = tuple[int, int]  # (file id, block index)
 
@@ -220,8 +221,11 @@ class ReadHandle:
             limit = self.cache.readahead_blocks
             self._window = min(max(1, self._window * 2), limit)
             window = self._window
-        if furthest >= 0:
-            self.cache.demote(self.file_id, furthest)
+        # Blocks well behind the reader go first. Not the ones just left: the kernel sends its
+        # read-ahead requests in parallel, so some arrive late and out of order.
+        behind = furthest - max(1, -(-DEMOTE_LAG_BYTES // self.cache.block_size))
+        if behind >= 0:
+            self.cache.demote(self.file_id, behind)
         count = self.cache.block_count(self.entry)
         for index in range(last + 1, min(last + 1 + window, count)):
             self.cache.prefetch(self.file_id, self.entry, index)
