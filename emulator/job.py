@@ -25,7 +25,7 @@ from typing import Any
 
 from emulator import destinations
 from emulator.artifacts import failure_reason
-from emulator.channels.staging import ChannelStager, resolve_sources
+from emulator.channels.staging import ChannelStager, ResolvedChannel, resolve_channels
 from emulator.container import Container, ContainerPlan, DockerEngine, Mount, StartFailed
 from emulator.errors import EmulatorError
 from emulator.layout import HostLayout
@@ -114,13 +114,13 @@ class TrainingJob:
 
     def _run(self, engine: DockerEngine) -> dict[str, Any]:
         engine.require_image(self.spec.image)
-        sources = resolve_sources(self.spec)
+        channels = resolve_channels(self.spec)
         destinations.check_output_location(self.spec)
         self.store.create(self.record.describe(), replace=self.options.replace)
         self._transition("Starting", "Preparing the instances for training")
         try:
             with ExitStack() as cleanup:
-                self._run_stages(engine, sources, cleanup)
+                self._run_stages(engine, channels, cleanup)
         except KeyboardInterrupt:
             self._finish_interrupted()
             raise
@@ -129,7 +129,9 @@ class TrainingJob:
         self._save()
         return self.record.describe()
 
-    def _run_stages(self, engine: DockerEngine, sources: Any, cleanup: ExitStack) -> None:
+    def _run_stages(
+        self, engine: DockerEngine, channels: dict[str, ResolvedChannel], cleanup: ExitStack
+    ) -> None:
         work = Path(
             tempfile.mkdtemp(
                 prefix=f"{WORK_DIR_PREFIX}{self.spec.name}-", dir=self.options.work_root
@@ -148,11 +150,11 @@ class TrainingJob:
         cleanup.callback(engine.remove_network, network)
 
         self._transition("Downloading", "Downloading input data")
-        stager = ChannelStager(self.spec, sources, work, self.options.progress, self.options.notice)
+        stager = ChannelStager(
+            self.spec, channels, work, self.options.progress, self.options.notice
+        )
         cleanup.enter_context(stager)
-        extra_mounts = {
-            layout.host.name: stager.stage(layout, index) for index, layout in enumerate(layouts)
-        }
+        extra_mounts = {layout.host.name: stager.stage(layout) for layout in layouts}
 
         containers = []
         for layout in layouts:

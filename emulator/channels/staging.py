@@ -1,25 +1,30 @@
 """Getting each channel's data to each host, by the channel's EFFECTIVE input mode.
 
     File      copied into <host>/input/data/<channel> before the container starts
-    Pipe      FIFO feeders <channel>_<epoch> in <host>/input/data (streamed while it runs)
-    FastFile  a read-only FUSE mount, bind-mounted at /opt/ml/input/data/<channel>
+    Pipe      FIFO feeders <channel>_<epoch> in <host>/input/data, streaming while it runs
+    FastFile  a read-only FUSE mount, bind-mounted read-only at /opt/ml/input/data/<channel>
 
-``resolve_sources`` lists every source up front (preflight: a missing location fails before
-anything is created). The stager is a context manager: whatever it started is stopped and
-removed on exit.
+``resolve_channels`` lists every source up front (preflight: a missing location, an empty
+prefix or an unusable FUSE fails before anything is created) and plans which objects each host
+gets (``plan.py``). The stager is a context manager: whatever it started (feeders, mounts) is
+stopped and removed on exit, whatever happened.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from emulator.channels.fastfile import FastFileMount, check_fuse_available
+from emulator.channels.pipe import PipeChannel
+from emulator.channels.pipe_items import PipeItems, Shard
+from emulator.channels.plan import plan_data_source
 from emulator.container import Mount
 from emulator.errors import EnvironmentProblem
-from emulator.layout import HostLayout
+from emulator.layout import CONTAINER_ML, HostLayout
 from emulator.progress import Progress
 from emulator.sources import Entry, Source, open_source
 from emulator.spec import ChannelSpec, JobSpec
@@ -27,49 +32,84 @@ from emulator.spec import ChannelSpec, JobSpec
 
 @dataclass(frozen=True)
 class ResolvedChannel:
+    """A channel with its source listed and its objects planned per host.
+
+    ``plan`` maps each host that receives the channel to its objects (InstanceGroupNames may
+    leave hosts out). Augmented manifests have no source: their lines are the units."""
+
     channel: ChannelSpec
-    source: Source
+    source: Source | None
     entries: list[Entry]
+    plan: dict[str, list[Entry]]
+    pipe_items: dict[str, PipeItems] = field(default_factory=dict)
 
 
-def resolve_sources(spec: JobSpec) -> dict[str, ResolvedChannel]:
-    resolved = {}
-    for channel in spec.channels:
-        if channel.input_mode != "File":
+def resolve_channels(spec: JobSpec) -> dict[str, ResolvedChannel]:
+    """List and plan every channel; raise before anything exists when one cannot be used."""
+    if any(channel.input_mode == "FastFile" for channel in spec.channels):
+        check_fuse_available()
+    return {channel.name: _resolve(spec, channel) for channel in spec.channels}
+
+
+def _resolve(spec: JobSpec, channel: ChannelSpec) -> ResolvedChannel:
+    hosts = spec.resources.hosts()
+    if channel.source.data_type == "AugmentedManifestFile":
+        if channel.input_mode != "Pipe":
             raise EnvironmentProblem(
-                f"Channel {channel.name!r}: {channel.input_mode} input mode is not available yet"
+                f"Channel {channel.name!r}: the emulator streams AugmentedManifestFile channels "
+                "in Pipe mode only; set the channel's InputMode to Pipe"
             )
-        source = open_source(channel.source)
-        resolved[channel.name] = ResolvedChannel(channel, source, source.entries())
-    return resolved
+        plan = plan_data_source([], channel.source, hosts)
+        items = {
+            host: PipeItems.from_augmented_manifest(
+                channel.source.uri,
+                channel.source.attribute_names,
+                shuffle_seed=channel.shuffle_seed,
+                shard=_shard(channel, list(plan), host),
+            )
+            for host in plan
+        }
+        return ResolvedChannel(channel, None, [], plan, items)
+    source = open_source(channel.source)
+    entries = source.entries()
+    plan = plan_data_source(entries, channel.source, hosts)
+    items = {}
+    if channel.input_mode == "Pipe":
+        # Pipe shards after each epoch's shuffle (an object may go to another host next epoch,
+        # as SageMaker documents for ShuffleConfig with ShardedByS3Key).
+        items = {
+            host: PipeItems.from_source(
+                source,
+                entries,
+                shuffle_seed=channel.shuffle_seed,
+                shard=_shard(channel, list(plan), host),
+            )
+            for host in plan
+        }
+    return ResolvedChannel(channel, source, entries, plan, items)
 
 
-def entries_for_host(resolved: ResolvedChannel, host_index: int, host_count: int) -> list[Entry]:
-    """FullyReplicated: every object; ShardedByS3Key: this host's share."""
-    if resolved.channel.source.distribution != "ShardedByS3Key":
-        return resolved.entries
-    return resolved.entries[host_index::host_count]
+def _shard(channel: ChannelSpec, hosts: list[str], host: str) -> Shard | None:
+    if channel.source.distribution != "ShardedByS3Key":
+        return None
+    return Shard(hosts.index(host), len(hosts))
 
 
 class ChannelStager:
     def __init__(
         self,
         spec: JobSpec,
-        sources: dict[str, ResolvedChannel],
+        channels: dict[str, ResolvedChannel],
         work_dir: Path,
         progress: Progress,
         notice: Callable[[str], None],
     ) -> None:
         self.spec = spec
-        self.sources = sources
+        self.channels = channels
         self.work_dir = work_dir
         self.progress = progress
         self.notice = notice
-        self.host_count = (
-            spec.resources.instance_count
-            if not spec.resources.instance_groups
-            else len(spec.resources.hosts())
-        )
+        self._feeders: list[tuple[str, PipeChannel]] = []
         self._resources = ExitStack()
 
     def __enter__(self) -> ChannelStager:
@@ -83,32 +123,74 @@ class ChannelStager:
     ) -> None:
         self._resources.close()
 
-    def stage(self, layout: HostLayout, host_index: int) -> list[Mount]:
+    def stage(self, layout: HostLayout) -> list[Mount]:
         """Stage every channel for one host; return the extra mounts its container needs."""
         mounts: list[Mount] = []
-        for resolved in self.sources.values():
-            entries = entries_for_host(resolved, host_index, self.host_count)
-            self._stage_file(resolved, entries, layout)
+        host = layout.host.name
+        for resolved in self.channels.values():
+            if host not in resolved.plan:
+                continue
+            mode = resolved.channel.input_mode
+            if mode == "File":
+                self._stage_file(resolved, resolved.plan[host], layout)
+            elif mode == "Pipe":
+                self._stage_pipe(resolved, layout)
+            else:
+                mounts.append(self._stage_fastfile(resolved, resolved.plan[host], layout))
         return mounts
 
     def _stage_file(
         self, resolved: ResolvedChannel, entries: list[Entry], layout: HostLayout
     ) -> None:
+        assert resolved.source is not None
         destination = layout.channel_dir(resolved.channel.name)
         destination.mkdir(parents=True, exist_ok=True)
         total = sum(entry.size for entry in entries)
-        self.progress.start(
-            f"{layout.host.name} {resolved.channel.name}",
-            total_bytes=total,
-            total_objects=len(entries),
-        )
+        description = f"{layout.host.name} {resolved.channel.name}"
+        self.progress.start(description, total_bytes=total, total_objects=len(entries))
         try:
             resolved.source.download(entries, destination, self.progress)
         finally:
             self.progress.finish()
 
+    def _stage_pipe(self, resolved: ResolvedChannel, layout: HostLayout) -> None:
+        spool = self.work_dir / "spool" / layout.host.name
+        spool.mkdir(parents=True, exist_ok=True)
+        items = resolved.pipe_items[layout.host.name]
+        feeder = PipeChannel.from_spec(resolved.channel, layout.data_dir, items, spool_dir=spool)
+        self._resources.callback(feeder.stop)
+        self._feeders.append((layout.host.name, feeder))
+
+    def _stage_fastfile(
+        self, resolved: ResolvedChannel, entries: list[Entry], layout: HostLayout
+    ) -> Mount:
+        name = resolved.channel.name
+        mountpoint = self.work_dir / "fastfile" / layout.host.name / name
+        mountpoint.mkdir(parents=True, exist_ok=True)
+        mount = FastFileMount(
+            resolved.channel.source,
+            entries,
+            mountpoint,
+            label=f"{self.spec.name}-{layout.host.name}-{name}",
+            log_path=self.work_dir / "fastfile" / f"{layout.host.name}-{name}.log",
+        )
+        self._resources.enter_context(mount)
+        return Mount(f"{CONTAINER_ML}/input/data/{name}", mountpoint, read_only=True)
+
     def start_feeding(self) -> None:
-        """Start streaming Pipe channels (called just before the containers start)."""
+        """Start streaming Pipe channels (just before the containers start): the first two
+        epochs' FIFOs exist when this returns."""
+        for _, feeder in self._feeders:
+            feeder.start()
 
     def stop_feeding(self) -> None:
-        """Stop Pipe feeders (the containers have exited)."""
+        """Stop the Pipe feeders (the containers have exited) and report what they saw."""
+        for host, feeder in self._feeders:
+            feeder.stop()
+            stats = feeder.stats()
+            self.notice(
+                f"{host} pipe {feeder.name}: {stats.epochs_completed} epoch(s) read to the end, "
+                f"{stats.epochs_closed_early} closed early, {stats.bytes_written} bytes streamed"
+            )
+            if feeder.error is not None:
+                self.notice(f"{host} pipe {feeder.name}: the feeder stopped: {feeder.error}")
