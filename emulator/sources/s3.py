@@ -271,10 +271,11 @@ class S3Source(Source):
             )
         return sorted(found)
 
-    def stat_keys(self, keys: list[str]) -> list[Entry]:
+    def stat_keys(self, keys: list[str], origin: str | None = None) -> list[Entry]:
         """Entries for ``prefix + key`` of each key (a ManifestFile), ``relative_path = key``.
 
-        Raises SourceError naming the keys that do not exist."""
+        Raises SourceError naming the objects that do not exist, prefixed with ``origin``
+        (the manifest's URI; default: this source's)."""
         prefix = self.location.key
 
         def stat(key: str) -> Entry | str:
@@ -297,7 +298,7 @@ class S3Source(Source):
         if missing:
             shown = ", ".join(self.location.uri(k) for k in missing[:5])
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-            raise SourceError(f"{self.uri}: listed objects do not exist: {shown}{more}")
+            raise SourceError(f"{origin or self.uri}: object not found: {shown}{more}")
         return sorted(r for r in results if isinstance(r, Entry))
 
     def _bucket_exists(self) -> bool:
