@@ -7,6 +7,7 @@ Exit status: 0 Completed, 1 Failed, 2 invalid request / usage / environment prob
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,7 @@ def run(
       emulator run --image my-training:latest --channel train=./data/train \\
           --hyperparameter epochs=3 --metric loss='loss=([0-9.]+)'
     """
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         base, base_dir = load_request(request_file) if request_file else (None, Path.cwd())
         flags = Overrides(
@@ -136,6 +138,11 @@ def run(
     elif not quiet:
         print_summary(stderr, record)
     sys.exit(EXIT_FOR_STATUS.get(record["TrainingJobStatus"], 1))
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM to the emulator stops the job like Ctrl-C: nothing is left behind."""
+    raise KeyboardInterrupt
 
 
 def _run(
@@ -253,3 +260,7 @@ def prune() -> None:
     for line in removed:
         click.echo(f"removed {line}")
     click.echo(f"{len(removed)} leftover(s) removed")
+
+
+if __name__ == "__main__":
+    main()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -218,9 +218,26 @@ class DockerEngine:
             raise EnvironmentProblem(f"Image {plan.image!r} disappeared: {exc}") from exc
         return Container(self, self.client.containers.get(created["Id"]), plan.host)
 
-    def leftovers(self, job: str | None = None) -> tuple[list[Any], list[Any]]:
-        """Containers and networks carrying the emulator's label (of one job, or all)."""
-        selector = f"{LABEL_JOB}={job}" if job else LABEL_JOB
-        containers = self.client.containers.list(all=True, filters={"label": selector})
-        networks = self.client.networks.list(filters={"label": selector})
-        return containers, networks
+    def remove_orphans(self, owner_alive: Callable[[int], bool]) -> list[str]:
+        """Remove the containers and networks of emulator processes that are gone.
+
+        Each carries the pid of the emulator that made it; another live emulator's resources
+        (whatever its state dir) are left alone. Returns what was removed."""
+        removed = []
+
+        def orphaned(labels: Any) -> bool:
+            pid = labels.get(LABEL_PID, "")
+            return not (pid.isdigit() and owner_alive(int(pid)))
+
+        filters: dict[str, Any] = {"label": LABEL_JOB}
+        for container in self.client.containers.list(all=True, filters=filters):
+            if orphaned(container.labels):
+                with contextlib.suppress(docker.errors.NotFound):
+                    container.remove(force=True, v=True)
+                    removed.append(f"container {container.name}")
+        for network in self.client.networks.list(filters=filters):
+            if orphaned(network.attrs.get("Labels") or {}):
+                with contextlib.suppress(docker.errors.NotFound):
+                    network.remove()
+                    removed.append(f"network {network.name}")
+        return removed

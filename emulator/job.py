@@ -33,6 +33,7 @@ from emulator.logs import LogPump
 from emulator.metrics import MetricsCollector
 from emulator.paths import resolve_local_paths
 from emulator.progress import NO_PROGRESS, Progress
+from emulator.prune import WORK_DIR_PREFIX, claim
 from emulator.records import JobRecord
 from emulator.spec import DEFAULT_REGION, JobSpec
 from emulator.store import JobStore
@@ -40,7 +41,6 @@ from emulator.validation import parse_request
 
 DEFAULT_STOP_GRACE_SECONDS = 120.0
 POLL_SECONDS = 0.1
-WORK_DIR_PREFIX = "sagemaker-emulator-"
 
 LogSink = Callable[[str, str], None]  # (host, line)
 
@@ -102,6 +102,7 @@ class TrainingJob:
         self.record = JobRecord(spec, spec.arn(self.region))
         self.metrics = MetricsCollector(spec.metric_definitions)
         self.hosts = spec.resources.hosts()
+        self.interrupted = False
 
     # -- the lifecycle -----------------------------------------------------------------------
 
@@ -127,6 +128,8 @@ class TrainingJob:
         except EmulatorError as exc:
             self.record.fail(f"ClientError: {exc}")
         self._save()
+        if self.interrupted:
+            raise KeyboardInterrupt
         return self.record.describe()
 
     def _run_stages(
@@ -138,6 +141,7 @@ class TrainingJob:
             )
         )
         cleanup.callback(shutil.rmtree, work, ignore_errors=True)
+        claim(work)
         layouts = [HostLayout(work / host.name, host) for host in self.hosts]
         for layout in layouts:
             layout.create(self.spec)
@@ -245,6 +249,8 @@ class TrainingJob:
         try:
             return self._wait(supervisor, layouts, deadline)
         except KeyboardInterrupt:
+            # Stopped like StopTrainingJob (artifacts still packed); run() re-raises at the end.
+            self.interrupted = True
             self.options.notice("Interrupted: stopping the job (Ctrl-C again to kill at once)")
             self._transition("Stopping", "Stopping the training job")
             supervisor.stop_all()
@@ -252,7 +258,8 @@ class TrainingJob:
                 supervisor.wait_all()
             except KeyboardInterrupt:
                 supervisor.kill_all()
-            raise
+                supervisor.wait_all()
+            return Outcome.stopped("Stopped")
 
     def _wait(self, supervisor: Supervisor, layouts: list[HostLayout], deadline: float) -> Outcome:
         by_host = {layout.host.name: layout for layout in layouts}

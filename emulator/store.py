@@ -177,7 +177,7 @@ class JobStore:
             row = db.execute("SELECT stop_requested FROM jobs WHERE name = ?", (name,)).fetchone()
         return bool(row and row[0])
 
-    def mark_dead_jobs_stopped(self) -> list[str]:
+    def mark_dead_jobs_failed(self) -> list[str]:
         """Jobs whose emulator process died mid-run are recorded Failed; return their names."""
         dead = [name for name, pid in self.running_jobs() if not process_alive(pid)]
         for name in dead:
