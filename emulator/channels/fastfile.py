@@ -67,6 +67,7 @@ __all__ = [
     "check_fuse_available",
     "find_stale_mounts",
     "force_unmount",
+    "is_mounted",
 ]
 
 FSNAME = "emulator-fastfile"
