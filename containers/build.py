@@ -8,12 +8,14 @@
     sagemaker-emulator/python            Debian bookworm's python3, rootfs from mmdebstrap
     sagemaker-emulator/demo              the demo training job (examples/demo)
 
-Each image is built only when its tag is missing (``--force`` rebuilds). Run: python build.py
+Each image is rebuilt only when what it is built from changed (its directory, its parent
+image); ``--force`` rebuilds all. Run: python build.py
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -30,36 +32,34 @@ BUSYBOX_BINARY = Path("/bin/busybox")
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 
 
-
 def say(message: str) -> None:
     print(f"images: {message}", flush=True)
 
 
-def exists(client: docker.DockerClient, tag: str) -> bool:
-    try:
-        client.images.get(tag)
-        return True
-    except docker.errors.ImageNotFound:
-        return False
-
-
-def build_dockerfile(client: docker.DockerClient, name: str, context: Path) -> None:
+def build_dockerfile(client: docker.DockerClient, name: str, context: Path, digest: str) -> None:
     tag = f"{PREFIX}/{name}:latest"
     say(f"building {tag}")
     try:
-        client.images.build(path=str(context), tag=tag, rm=True, forcerm=True, pull=False)
+        client.images.build(
+            path=str(context),
+            tag=tag,
+            rm=True,
+            forcerm=True,
+            pull=False,
+            labels={DIGEST_LABEL: digest},
+        )
     except docker.errors.BuildError as exc:
         log = "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in exc.build_log)
         sys.exit(f"images: building {tag} failed:\n{log}")
 
 
-def build_busybox(client: docker.DockerClient) -> None:
+def build_busybox(client: docker.DockerClient, digest: str) -> None:
     if not BUSYBOX_BINARY.exists():
         sys.exit("images: /bin/busybox is missing: apt-get install busybox-static (make engine)")
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copytree(HERE / "busybox", tmp, dirs_exist_ok=True)
         shutil.copy2(BUSYBOX_BINARY, Path(tmp, "busybox"))
-        build_dockerfile(client, "busybox", Path(tmp))
+        build_dockerfile(client, "busybox", Path(tmp), digest)
 
 
 def python_rootfs() -> Path:
@@ -104,10 +104,38 @@ def build_python(client: docker.DockerClient) -> None:
     )
 
 
-def build_demo(client: docker.DockerClient) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        shutil.copytree(HERE / "demo", tmp, dirs_exist_ok=True)
-        build_dockerfile(client, "demo", Path(tmp))
+# Image -> the local image it is built FROM (its id is part of the build digest).
+PARENTS = {
+    "probe": "busybox",
+    "probe-entrypoint": "probe",
+    "probe-nonroot": "probe",
+    "no-train": "busybox",
+    "demo": "python",
+}
+DIGEST_LABEL = "sagemaker-emulator.build-digest"
+
+
+def context_digest(client: docker.DockerClient, name: str) -> str:
+    """What an image is built from: its directory's files and its parent image's id."""
+    digest = hashlib.sha256()
+    for path in sorted((HERE / name).rglob("*")):
+        if path.is_file():
+            digest.update(path.relative_to(HERE).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes())
+    if name == "busybox" and BUSYBOX_BINARY.exists():
+        digest.update(BUSYBOX_BINARY.read_bytes())
+    parent = PARENTS.get(name)
+    if parent:
+        digest.update(client.images.get(f"{PREFIX}/{parent}:latest").id.encode())
+    return digest.hexdigest()
+
+
+def up_to_date(client: docker.DockerClient, name: str, digest: str) -> bool:
+    try:
+        image = client.images.get(f"{PREFIX}/{name}:latest")
+    except docker.errors.ImageNotFound:
+        return False
+    return name == "python" or (image.labels or {}).get(DIGEST_LABEL) == digest
 
 
 def main() -> None:
@@ -120,21 +148,18 @@ def main() -> None:
     except docker.errors.DockerException as exc:
         sys.exit(f"images: no Docker engine answers ({exc}); run `make engine` first")
 
-    builders = {
-        "busybox": lambda: build_busybox(client),
-        "probe": lambda: build_dockerfile(client, "probe", HERE / "probe"),
-        "probe-entrypoint": lambda: build_dockerfile(client, "probe-entrypoint", HERE / "probe-entrypoint"),
-        "probe-nonroot": lambda: build_dockerfile(client, "probe-nonroot", HERE / "probe-nonroot"),
-        "no-train": lambda: build_dockerfile(client, "no-train", HERE / "no-train"),
-        "python": lambda: build_python(client),
-        "demo": lambda: build_demo(client),
-    }
-    for name, build in builders.items():
+    order = ["busybox", "probe", "probe-entrypoint", "probe-nonroot", "no-train", "python", "demo"]
+    for name in order:
         tag = f"{PREFIX}/{name}:latest"
-        if force or not exists(client, tag):
-            build()
+        digest = context_digest(client, name) if name != "python" else ""
+        if not force and up_to_date(client, name, digest):
+            say(f"{tag} is up to date")
+        elif name == "python":
+            build_python(client)
+        elif name == "busybox":
+            build_busybox(client, digest)
         else:
-            say(f"{tag} is present")
+            build_dockerfile(client, name, HERE / name, digest)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from emulator.errors import EmulatorError, RequestInvalid
 from emulator.job import DEFAULT_STOP_GRACE_SECONDS, RunOptions, run_training_job
@@ -32,7 +33,8 @@ stderr = Console(stderr=True, highlight=False)
 
 
 def fail(message: str) -> None:
-    stderr.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    # Messages carry the user's text (paths, patterns like [a-z]): never read as rich markup.
+    stderr.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
     sys.exit(EXIT_USAGE)
 
 
@@ -123,7 +125,7 @@ def run(
             max_runtime=max_runtime,
             instance_type=instance_type,
             instance_count=instance_count,
-        )
+        ).resolved_against(Path.cwd())
         if base is None and image is None:
             fail("give a REQUEST.json or at least --image (see `emulator run --help`)")
         request = build_request(base, flags, str(default_home() / "output"))
@@ -162,7 +164,7 @@ def _run(
 
     def notice(message: str) -> None:
         if not quiet:
-            stderr.print(f"[dim]{message}[/]", markup=True, soft_wrap=True)
+            stderr.print(Text(message, style="dim"), soft_wrap=True)
 
     options = RunOptions(
         base_dir=base_dir,

@@ -46,7 +46,7 @@ def load_rows(channel):
 def mse(rows, weights, bias):
     total = 0.0
     for *features, target in rows:
-        error = sum(w * x for w, x in zip(weights, features)) + bias - target
+        error = sum(w * x for w, x in zip(weights, features, strict=True)) + bias - target
         total += error * error
     return total / max(len(rows), 1)
 
@@ -71,10 +71,10 @@ def main():
     for epoch in range(1, epochs + 1):
         grad_w, grad_b = [0.0] * width, 0.0
         for *features, target in train:
-            error = sum(w * x for w, x in zip(weights, features)) + bias - target
-            grad_w = [g + 2 * error * x / len(train) for g, x in zip(grad_w, features)]
+            error = sum(w * x for w, x in zip(weights, features, strict=True)) + bias - target
+            grad_w = [g + 2 * error * x / len(train) for g, x in zip(grad_w, features, strict=True)]
             grad_b += 2 * error / len(train)
-        weights = [w - learning_rate * g for w, g in zip(weights, grad_w)]
+        weights = [w - learning_rate * g for w, g in zip(weights, grad_w, strict=True)]
         bias -= learning_rate * grad_b
         line = f"epoch={epoch} train_loss={mse(train, weights, bias):.6f}"
         if validation:
