@@ -8,6 +8,7 @@ it has one (job name ``<image>-<timestamp>``, one ml.m5.large host, File mode).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 import sys
@@ -17,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from emulator.errors import EmulatorError, RequestInvalid
+from emulator.paths import absolute_location
 
 DEFAULT_ROLE_ARN = "arn:aws:iam::000000000000:role/SageMakerEmulator"
 DEFAULT_INSTANCE_TYPE = "ml.m5.large"
 DEFAULT_VOLUME_GB = 30
 DEFAULT_MAX_RUNTIME = 86400
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
 
 
 @dataclass
@@ -41,6 +44,23 @@ class Overrides:
     max_runtime: int | None = None
     instance_type: str | None = None
     instance_count: int | None = None
+
+    def resolved_against(self, directory: Path) -> Overrides:
+        """These flags with relative local paths (channels, output) made absolute against
+        ``directory``: paths typed on the command line are relative to where it runs, not to
+        the request file's directory."""
+
+        def absolute(uri: str) -> str:
+            # URIs (and what looks like one, for validation to judge) are left as given.
+            if not uri.strip() or _SCHEME.match(uri):
+                return uri
+            return absolute_location(uri, directory)
+
+        return dataclasses.replace(
+            self,
+            channels=[(name, absolute(uri)) for name, uri in self.channels],
+            output=None if self.output is None else absolute(self.output),
+        )
 
 
 def load_request(path: str) -> tuple[dict[str, Any], Path]:
