@@ -17,6 +17,7 @@ from rich.progress import (
 )
 from rich.progress import Progress as RichBar
 from rich.table import Table
+from rich.text import Text
 
 from emulator.progress import Progress
 
@@ -90,7 +91,8 @@ def print_summary(console: Console, record: dict[str, Any]) -> None:
     if metrics:
         table = Table("metric", "final value", box=None)
         for metric in metrics:
-            table.add_row(metric["MetricName"], f"{metric['Value']:g}")
+            # A metric name is any text (`.+`): "loss[val]" is not markup.
+            table.add_row(Text(metric["MetricName"]), f"{metric['Value']:g}")
         console.print(table)
     artifacts = record.get("ModelArtifacts", {}).get("S3ModelArtifacts")
     if artifacts:
