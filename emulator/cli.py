@@ -234,7 +234,12 @@ def list_jobs(as_json: bool) -> None:
     table = Table("name", "status", "secondary status", "created", box=None)
     for summary in summaries:
         table.add_row(*(str(summary[key]) for key in fields))
-    Console(highlight=False).print(table)
+    console = Console(highlight=False)
+    # Never cut a name or a time to fit the width: they are meant to be copied.
+    needed = console.measure(table, options=console.options.update_width(10_000)).maximum
+    if needed > console.width:
+        console = Console(highlight=False, width=needed)
+    console.print(table)
 
 
 @main.command()
