@@ -79,6 +79,10 @@ class JobRecord:
 
     def describe(self) -> dict[str, Any]:
         request = {k: copy.deepcopy(v) for k, v in self.spec.request.items() if k not in NOT_ECHOED}
+        # Required in the response: the job ran under the default limit when none was given.
+        request.setdefault(
+            "StoppingCondition", {"MaxRuntimeInSeconds": self.spec.max_runtime_seconds}
+        )
         record: dict[str, Any] = {
             "TrainingJobName": self.spec.name,
             "TrainingJobArn": self.arn,
