@@ -1,0 +1,315 @@
+"""CLI flags folded into a CreateTrainingJob request: a request from flags alone is valid, flags
+override a request file member by member, and the result is validated like any other request."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from emulator.errors import EmulatorError, RequestInvalid
+from emulator.request_builder import (
+    Overrides,
+    build_request,
+    default_job_name,
+    load_request,
+    split_pair,
+)
+from emulator.validation import validate_request
+from tests.fixtures.jobs import PROBE, channel, probe_request
+
+# CreateTrainingJob's TrainingJobName (botocore service model), length 1-63.
+JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
+OUTPUT = "/tmp/emulator-test-output"
+
+
+def base_request(**members: Any) -> dict[str, Any]:
+    return probe_request(Path(OUTPUT), **members)
+
+
+def test_flags_alone_build_a_valid_request() -> None:
+    flags = Overrides(
+        image=PROBE,
+        entrypoint=["python", "train.py"],
+        arguments=["--epochs", "3"],
+        input_mode="Pipe",
+        channels=[("train", "data/train"), ("validation", "file:///data/validation")],
+        hyperparameters=[("epochs", "3"), ("lr", "0.1")],
+        environment=[("MODE", "fast")],
+        metrics=[("loss", r"loss=([0-9.]+)")],
+        output="out",
+        job_name="my-job",
+        max_runtime=60,
+        instance_type="ml.c5.xlarge",
+        instance_count=2,
+    )
+    request = build_request(None, flags, OUTPUT)
+    assert validate_request(request) == []
+    assert request["TrainingJobName"] == "my-job"
+    assert request["AlgorithmSpecification"] == {
+        "TrainingInputMode": "Pipe",
+        "TrainingImage": PROBE,
+        "ContainerEntrypoint": ["python", "train.py"],
+        "ContainerArguments": ["--epochs", "3"],
+        "MetricDefinitions": [{"Name": "loss", "Regex": r"loss=([0-9.]+)"}],
+    }
+    assert request["InputDataConfig"] == [
+        channel("train", "data/train"),
+        channel("validation", "file:///data/validation"),
+    ]
+    assert request["HyperParameters"] == {"epochs": "3", "lr": "0.1"}
+    assert request["Environment"] == {"MODE": "fast"}
+    assert request["OutputDataConfig"] == {"S3OutputPath": "out"}
+    assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 60}
+    assert request["ResourceConfig"]["InstanceType"] == "ml.c5.xlarge"
+    assert request["ResourceConfig"]["InstanceCount"] == 2
+
+
+def test_an_image_alone_builds_a_valid_request_with_sdk_defaults() -> None:
+    request = build_request(None, Overrides(image=PROBE), OUTPUT)
+    assert validate_request(request) == []
+    assert request["AlgorithmSpecification"] == {
+        "TrainingInputMode": "File",
+        "TrainingImage": PROBE,
+    }
+    assert request["OutputDataConfig"] == {"S3OutputPath": OUTPUT}
+    assert request["ResourceConfig"] == {
+        "InstanceType": "ml.m5.large",
+        "InstanceCount": 1,
+        "VolumeSizeInGB": 30,
+    }
+    assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 86400}
+    assert "InputDataConfig" not in request
+    assert "HyperParameters" not in request
+
+
+def test_flags_override_a_request_file_member_by_member() -> None:
+    base = base_request(
+        AlgorithmSpecification={"AlgorithmName": "my-algorithm", "TrainingInputMode": "File"},
+        HyperParameters={"epochs": "10", "lr": "0.1"},
+        Environment={"A": "1"},
+        StoppingCondition={"MaxRuntimeInSeconds": 300, "MaxWaitTimeInSeconds": 600},
+        EnableManagedSpotTraining=True,
+    )
+    original = copy.deepcopy(base)
+    flags = Overrides(
+        image=PROBE,
+        hyperparameters=[("lr", "0.01"), ("batch", "32")],
+        environment=[("B", "2")],
+        job_name="overridden",
+        max_runtime=120,
+        output="elsewhere",
+        instance_count=2,
+    )
+    request = build_request(base, flags, OUTPUT)
+    assert validate_request(request) == []
+    assert base == original, "the loaded request is not modified"
+    # the image replaces AlgorithmName (they are mutually exclusive)
+    assert request["AlgorithmSpecification"] == {
+        "TrainingInputMode": "File",
+        "TrainingImage": PROBE,
+    }
+    assert request["HyperParameters"] == {"epochs": "10", "lr": "0.01", "batch": "32"}
+    assert request["Environment"] == {"A": "1", "B": "2"}
+    assert request["TrainingJobName"] == "overridden"
+    assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 120, "MaxWaitTimeInSeconds": 600}
+    assert request["OutputDataConfig"] == {"S3OutputPath": "elsewhere"}
+    assert request["ResourceConfig"]["InstanceCount"] == 2
+    assert request["RoleArn"] == base["RoleArn"]
+
+
+def test_no_flags_leave_the_request_as_it_was() -> None:
+    base = base_request(HyperParameters={"a": "1"}, InputDataConfig=[channel("train", "/d")])
+    assert build_request(base, Overrides(), OUTPUT) == base
+
+
+def test_a_channel_flag_replaces_the_channel_of_the_same_name() -> None:
+    base = base_request(
+        InputDataConfig=[
+            channel("train", "/old/train", ContentType="text/csv", InputMode="Pipe"),
+            channel("validation", "/old/validation"),
+        ]
+    )
+    flags = Overrides(channels=[("train", "/new/train"), ("test", "/new/test")])
+    request = build_request(base, flags, OUTPUT)
+    assert validate_request(request) == []
+    assert {c["ChannelName"]: c for c in request["InputDataConfig"]} == {
+        "train": channel("train", "/new/train"),
+        "validation": channel("validation", "/old/validation"),
+        "test": channel("test", "/new/test"),
+    }
+
+
+def test_a_channel_given_twice_on_the_command_line_is_kept_once() -> None:
+    flags = Overrides(image=PROBE, channels=[("train", "/first"), ("train", "/second")])
+    request = build_request(None, flags, OUTPUT)
+    assert request["InputDataConfig"] == [channel("train", "/second")]
+
+
+def test_a_metric_flag_replaces_the_definition_of_the_same_name_in_place() -> None:
+    definitions = [
+        {"Name": "train:loss", "Regex": "old=([0-9.]+)"},
+        {"Name": "accuracy", "Regex": "acc=([0-9.]+)"},
+    ]
+    base = base_request(
+        AlgorithmSpecification={
+            "TrainingImage": PROBE,
+            "TrainingInputMode": "File",
+            "MetricDefinitions": definitions,
+        }
+    )
+    flags = Overrides(metrics=[("train:loss", "loss=([0-9.]+)"), ("f1", "f1=([0-9.]+)")])
+    request = build_request(base, flags, OUTPUT)
+    assert validate_request(request) == []
+    assert request["AlgorithmSpecification"]["MetricDefinitions"] == [
+        {"Name": "train:loss", "Regex": "loss=([0-9.]+)"},
+        {"Name": "accuracy", "Regex": "acc=([0-9.]+)"},
+        {"Name": "f1", "Regex": "f1=([0-9.]+)"},
+    ]
+
+
+def test_flags_never_bypass_validation() -> None:
+    request = build_request(None, Overrides(image=PROBE, job_name="not_valid!", max_runtime=0), "")
+    problems = validate_request(request)
+    assert any(p.startswith("TrainingJobName:") for p in problems), problems
+    assert any(p.startswith("StoppingCondition.MaxRuntimeInSeconds:") for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("image", "prefix"),
+    [
+        (PROBE, "probe-"),
+        ("123456789012.dkr.ecr.us-east-1.amazonaws.com/my_repo:1.0", "my-repo-"),
+        ("localhost:5000/team/trainer@sha256:" + "a" * 64, "trainer-"),
+        ("x" * 200, "x" * 32 + "-"),
+        ("a" * 31 + "__b" + "c" * 40, "a" * 31 + "-"),  # cut after the separator
+        ("___", "training-"),
+        (None, "training-"),
+    ],
+)
+def test_the_default_job_name_is_base_and_timestamp_and_a_valid_name(
+    image: str | None, prefix: str
+) -> None:
+    name = default_job_name(image)
+    assert name.startswith(prefix)
+    assert re.search(r"-\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d-\d{3}$", name), name
+    assert JOB_NAME.fullmatch(name) and len(name) <= 63, name
+
+
+def test_a_request_built_without_job_name_gets_the_default_one() -> None:
+    request = build_request(None, Overrides(image=PROBE), OUTPUT)
+    assert request["TrainingJobName"].startswith("probe-")
+    assert validate_request(request) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "pair"),
+    [
+        ("epochs=3", ("epochs", "3")),
+        ("loss=loss=([0-9.]+)", ("loss", "loss=([0-9.]+)")),  # split at the first '='
+        ("EMPTY=", ("EMPTY", "")),
+    ],
+)
+def test_pairs_split_at_the_first_equals_sign(text: str, pair: tuple[str, str]) -> None:
+    assert split_pair(text, "--env") == pair
+
+
+@pytest.mark.parametrize("text", ["no-separator", "=value", ""])
+def test_a_pair_without_name_is_refused_naming_the_flag(text: str) -> None:
+    with pytest.raises(EmulatorError, match=r"--hyperparameter .*: expected NAME=VALUE"):
+        split_pair(text, "--hyperparameter")
+
+
+def test_load_request_returns_the_file_directory_as_base(tmp_path: Path) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "request.json").write_text(json.dumps(base_request()))
+    request, base = load_request(str(folder / "request.json"))
+    assert request == base_request() | {"TrainingJobName": request["TrainingJobName"]}
+    assert base == folder
+
+
+def test_load_request_reads_stdin_for_a_dash(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"TrainingJobName": "from-stdin"}'))
+    monkeypatch.chdir(tmp_path)
+    request, base = load_request("-")
+    assert request == {"TrainingJobName": "from-stdin"}
+    assert base == tmp_path
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"TrainingJobName": ', "not valid JSON: Expecting value at line 1, column 21"),
+        (
+            "{\n  'single': 1\n}",
+            "not valid JSON: Expecting property name enclosed in double quotes at line 2, column 3",
+        ),
+        ("[1, 2]", "must be a JSON object"),
+        ('"a string"', "must be a JSON object"),
+    ],
+)
+def test_a_malformed_request_file_is_an_invalid_request(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    path = tmp_path / "request.json"
+    path.write_text(content)
+    with pytest.raises(RequestInvalid) as caught:
+        load_request(str(path))
+    [problem] = caught.value.problems
+    assert problem.startswith(f"(request file {path}): ")
+    assert message in problem
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda root: root / "missing.json", "No such file or directory"),
+        (lambda root: root, "Is a directory"),
+    ],
+    ids=["missing", "directory"],
+)
+def test_an_unreadable_request_file_is_an_emulator_error(
+    tmp_path: Path, make: Any, message: str
+) -> None:
+    path = make(tmp_path)
+    with pytest.raises(EmulatorError, match=f"Cannot read the request file {path}: {message}"):
+        load_request(str(path))
+
+
+def test_a_request_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "request.json"
+    path.write_bytes(b'{"TrainingJobName": "\xff"}')
+    with pytest.raises(EmulatorError, match="is not UTF-8 text"):
+        load_request(str(path))
+
+
+@pytest.mark.parametrize(
+    ("uri", "resolved"),
+    [
+        ("data/train", "/work/dir/data/train"),
+        ("./data/../train", "/work/dir/train"),
+        ("/abs/train", "/abs/train"),
+        ("file:///abs/train", "file:///abs/train"),
+        ("s3://bucket/train", "s3://bucket/train"),
+        ("s3:/bucket/typo", "s3:/bucket/typo"),  # left for validation to name
+        ("ftp://host/x", "ftp://host/x"),
+        ("", ""),
+    ],
+)
+def test_paths_typed_as_flags_resolve_against_the_given_directory(uri: str, resolved: str) -> None:
+    flags = Overrides(channels=[("train", uri)], output=uri).resolved_against(Path("/work/dir"))
+    assert flags.channels == [("train", resolved)]
+    assert flags.output == resolved
+
+
+def test_resolving_flag_paths_leaves_other_flags_alone() -> None:
+    flags = Overrides(image=PROBE, hyperparameters=[("path", "relative/value")])
+    assert flags.resolved_against(Path("/work/dir")) == flags

@@ -1,0 +1,193 @@
+"""Job records, metric series and stop requests under the state directory (EMULATOR_HOME):
+unique job names as in SageMaker, --replace for finished jobs only, newest first."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from emulator.errors import EmulatorError, JobNotFound
+from emulator.metrics import MetricPoint
+from emulator.store import ENV_HOME, JobStore, default_home
+
+
+def record(name: str, status: str = "InProgress", **members: Any) -> dict[str, Any]:
+    return {"TrainingJobName": name, "TrainingJobStatus": status, **members}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> JobStore:
+    return JobStore(tmp_path / "home")
+
+
+def finished(store: JobStore, name: str, status: str = "Completed") -> None:
+    store.create(record(name))
+    store.update(record(name, status))
+
+
+def test_a_created_job_is_got_back(store: JobStore) -> None:
+    store.create(record("job-1", SecondaryStatus="Starting"))
+    assert store.get("job-1") == record("job-1", SecondaryStatus="Starting")
+    assert store.job_dir("job-1").is_dir()
+    assert store.log_path("job-1", "algo-2") == store.job_dir("job-1") / "algo-2.log"
+
+
+def test_update_replaces_the_record(store: JobStore) -> None:
+    store.create(record("job-1"))
+    store.update(record("job-1", "Completed", FinalMetricDataList=[]))
+    assert store.get("job-1") == record("job-1", "Completed", FinalMetricDataList=[])
+    assert store.running_jobs() == []
+
+
+def test_an_unknown_job_is_not_found_with_a_hint(store: JobStore) -> None:
+    with pytest.raises(JobNotFound, match=r"No training job named 'nope'; `emulator list`"):
+        store.get("nope")
+    with pytest.raises(JobNotFound):
+        store.request_stop("nope")
+
+
+def test_all_jobs_lists_newest_first(store: JobStore) -> None:
+    for name in ("first", "second", "third"):
+        finished(store, name)
+    assert [r["TrainingJobName"] for r in store.all_jobs()] == ["third", "second", "first"]
+
+
+def test_an_empty_store_lists_nothing(store: JobStore) -> None:
+    assert store.all_jobs() == []
+    assert store.running_jobs() == []
+
+
+@pytest.mark.parametrize("status", ["Completed", "Failed", "Stopped"])
+def test_a_job_name_is_used_once(store: JobStore, status: str) -> None:
+    finished(store, "job-1", status)
+    with pytest.raises(EmulatorError) as caught:
+        store.create(record("job-1"))
+    message = str(caught.value)
+    assert f"Training job 'job-1' already exists (status {status})" in message
+    assert "--job-name" in message and "--replace" in message
+    assert store.get("job-1")["TrainingJobStatus"] == status
+
+
+@pytest.mark.parametrize("status", ["Completed", "Failed", "Stopped"])
+def test_replace_discards_a_finished_job_its_metrics_and_logs(store: JobStore, status: str) -> None:
+    finished(store, "job-1", status)
+    store.add_metrics("job-1", [MetricPoint("loss", 1.0, 1.0)])
+    store.log_path("job-1", "algo-1").write_text("old log\n")
+    store.create(record("job-1", SecondaryStatus="Starting"), replace=True)
+    assert store.get("job-1") == record("job-1", SecondaryStatus="Starting")
+    assert store.metrics("job-1") == []
+    assert not store.log_path("job-1", "algo-1").exists()
+    assert store.job_dir("job-1").is_dir()
+
+
+def test_replace_moves_the_job_to_the_top_of_the_list(store: JobStore) -> None:
+    finished(store, "old")
+    finished(store, "new")
+    store.create(record("old"), replace=True)
+    assert [r["TrainingJobName"] for r in store.all_jobs()] == ["old", "new"]
+
+
+@pytest.mark.parametrize("replace", [False, True])
+def test_a_running_job_is_never_replaced(store: JobStore, replace: bool) -> None:
+    store.create(record("job-1", SecondaryStatus="Training"))  # this live process runs it
+    with pytest.raises(EmulatorError) as caught:
+        store.create(record("job-1"), replace=replace)
+    message = str(caught.value)
+    assert f"Training job 'job-1' is already running (pid {os.getpid()})" in message
+    assert "emulator stop job-1" in message
+    assert store.get("job-1") == record("job-1", SecondaryStatus="Training")
+
+
+def _create_and_exit(home: str) -> None:
+    JobStore(Path(home)).create(record("orphan"))
+
+
+def test_a_job_whose_emulator_died_can_be_replaced(store: JobStore) -> None:
+    child = multiprocessing.get_context("spawn").Process(
+        target=_create_and_exit, args=(str(store.home),)
+    )
+    child.start()
+    child.join()
+    assert store.running_jobs() == [("orphan", child.pid)]
+    with pytest.raises(EmulatorError, match="already exists"):
+        store.create(record("orphan"))
+    store.create(record("orphan", "InProgress", SecondaryStatus="Starting"), replace=True)
+    assert store.running_jobs() == [("orphan", os.getpid())]
+
+
+def test_dead_jobs_are_marked_failed(store: JobStore) -> None:
+    child = multiprocessing.get_context("spawn").Process(
+        target=_create_and_exit, args=(str(store.home),)
+    )
+    child.start()
+    child.join()
+    store.create(record("alive"))
+    assert store.mark_dead_jobs_failed() == ["orphan"]
+    orphan = store.get("orphan")
+    assert orphan["TrainingJobStatus"] == "Failed"
+    assert orphan["FailureReason"].startswith("InternalServerError: the emulator process")
+    assert store.get("alive")["TrainingJobStatus"] == "InProgress"
+
+
+def test_metric_points_round_trip_in_time_order(store: JobStore) -> None:
+    store.create(record("job-1"))
+    store.create(record("job-2"))
+    points = [
+        MetricPoint("loss", 0.5, 20.0, "algo-1"),
+        MetricPoint("loss", 0.9, 10.0, "algo-2"),
+        MetricPoint("acc", 0.75, 20.0, "algo-1"),
+    ]
+    store.add_metrics("job-1", points)
+    store.add_metrics("job-1", [])
+    store.add_metrics("job-2", [MetricPoint("other", 1.0, 1.0)])
+    assert store.metrics("job-1") == [points[1], points[0], points[2]]
+    assert store.metrics("job-2") == [MetricPoint("other", 1.0, 1.0, "algo-1")]
+
+
+def test_a_stop_request_is_flagged_for_that_job_only(store: JobStore) -> None:
+    store.create(record("job-1"))
+    store.create(record("job-2"))
+    assert not store.stop_requested("job-1")
+    store.request_stop("job-1")
+    assert store.stop_requested("job-1")
+    assert not store.stop_requested("job-2")
+    assert not store.stop_requested("unknown")
+
+
+def test_two_stores_on_one_home_see_the_same_jobs(tmp_path: Path) -> None:
+    JobStore(tmp_path).create(record("shared"))
+    JobStore(tmp_path).request_stop("shared")
+    assert JobStore(tmp_path).stop_requested("shared")
+
+
+def test_emulator_home_is_respected(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(ENV_HOME, str(tmp_path / "state"))
+    assert default_home() == tmp_path / "state"
+    JobStore().create(record("job-1"))
+    assert (tmp_path / "state" / "jobs.sqlite3").is_file()
+    assert JobStore(tmp_path / "state").get("job-1") == record("job-1")
+
+
+def test_the_default_home_is_the_users_state_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv(ENV_HOME, raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert default_home() == tmp_path / "xdg" / "sagemaker-emulator"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    assert default_home() == tmp_path / "user" / ".local" / "state" / "sagemaker-emulator"
+
+
+def test_an_unusable_home_is_an_emulator_error_saying_what_to_do(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(EmulatorError) as caught:
+        JobStore(blocker / "home")
+    message = str(caught.value)
+    assert f"Cannot use the state directory {blocker / 'home'}" in message
+    assert f"set {ENV_HOME} to a writable directory" in message
