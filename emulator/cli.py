@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from emulator.errors import EmulatorError, RequestInvalid
+from emulator.instances import parse_gpus
 from emulator.job import DEFAULT_STOP_GRACE_SECONDS, RunOptions, run_training_job
 from emulator.prune import prune_leftovers
 from emulator.render import RichProgress, print_summary
@@ -48,6 +49,15 @@ def _pairs(values: tuple[str, ...], flag: str) -> list[tuple[str, str]]:
     return [split_pair(value, flag) for value in values]
 
 
+def _gpus(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_gpus(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).removeprefix(f"--gpus {value!r}: ")) from exc
+
+
 @main.command()
 @click.argument("request_file", required=False, metavar="[REQUEST.json]")
 @click.option("--image", help="TrainingImage (must be present locally; never pulled).")
@@ -73,6 +83,22 @@ def _pairs(values: tuple[str, ...], flag: str) -> list[tuple[str, str]]:
     metavar="SECONDS",
     help="Time between SIGTERM and SIGKILL when the job is stopped.",
 )
+@click.option(
+    "--gpus",
+    callback=_gpus,
+    metavar="N|all",
+    help="GPUs per host, replacing the instance type's (0: run without GPUs).",
+)
+@click.option(
+    "--apply-instance-limits",
+    is_flag=True,
+    help="Limit each container to its instance type's vCPUs and memory.",
+)
+@click.option(
+    "--allow-sensitive-paths",
+    is_flag=True,
+    help="Allow channels, checkpoints and output in ~/.ssh, ~/.aws, /etc, ... (see docs).",
+)
 @click.option("--replace", is_flag=True, help="Discard an earlier finished job of the same name.")
 @click.option("--json", "as_json", is_flag=True, help="Print only the job record, as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display and no status lines.")
@@ -92,6 +118,9 @@ def run(
     instance_type: str | None,
     instance_count: int | None,
     stop_grace: float,
+    gpus: int | None,
+    apply_instance_limits: bool,
+    allow_sensitive_paths: bool,
     replace: bool,
     as_json: bool,
     quiet: bool,
@@ -100,7 +129,14 @@ def run(
 
     REQUEST.json is a CreateTrainingJob request (the boto3 shape; '-' reads stdin); flags
     build a job without one, or override its members. Relative local paths in the file
-    resolve against the file's directory. Container logs go to stdout (stderr with --json).
+    resolve against the file's directory. Container logs go to stdout (stderr with --json),
+    prefixed with the host ([algo-2]) when the job has several.
+
+    Instance types with GPUs ask for them (Docker device requests); where the engine has
+    none the job is refused before it starts unless --gpus 0. Channels, checkpoints and
+    output may not expose ~/.aws, ~/.ssh, ~/.docker, ~/.gnupg, ~/.kube, /etc, /proc, /sys,
+    /dev or the Docker socket (nor be / or a folder holding them) without
+    --allow-sensitive-paths.
 
     \b
     Examples:
@@ -129,7 +165,15 @@ def run(
         if base is None and image is None:
             fail("give a REQUEST.json or at least --image (see `emulator run --help`)")
         request = build_request(base, flags, str(default_home() / "output"))
-        record = _run(request, base_dir, stop_grace, replace, as_json, quiet)
+        options = RunOptions(
+            base_dir=base_dir,
+            replace=replace,
+            stop_grace_seconds=stop_grace,
+            gpus=gpus,
+            apply_instance_limits=apply_instance_limits,
+            allow_sensitive_paths=allow_sensitive_paths,
+        )
+        record = _run(request, options, as_json, quiet)
     except EmulatorError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
@@ -148,12 +192,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _run(
-    request: dict[str, Any],
-    base_dir: Path,
-    stop_grace: float,
-    replace: bool,
-    as_json: bool,
-    quiet: bool,
+    request: dict[str, Any], options: RunOptions, as_json: bool, quiet: bool
 ) -> dict[str, Any]:
     log_console = Console(file=sys.stderr if as_json else sys.stdout, highlight=False)
     multi_host = _host_count(request) > 1
@@ -166,13 +205,8 @@ def _run(
         if not quiet:
             stderr.print(Text(message, style="dim"), soft_wrap=True)
 
-    options = RunOptions(
-        base_dir=base_dir,
-        replace=replace,
-        stop_grace_seconds=stop_grace,
-        log_sink=log_sink,
-        notice=notice,
-    )
+    options.log_sink = log_sink
+    options.notice = notice
     if not quiet and stderr.is_terminal:
         with RichProgress(stderr) as progress:
             options.progress = progress

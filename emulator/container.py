@@ -1,18 +1,43 @@
 """Everything the emulator asks of Docker, through docker-py (the only module importing it).
 
 Docker errors are translated here, once, into the emulator's own: ``EnvironmentProblem`` for
-what the user must fix (no engine, missing image), ``StartFailed`` for a container that could
-not start (the job then fails, as SageMaker's would). Every container and network carries the
-label ``sagemaker-emulator.job=<job>`` so that ``prune`` finds leftovers even after a crash.
+what the user must fix (no engine, missing image, no GPUs), ``StartFailed`` for a container that
+could not start (the job then fails, as SageMaker's would). Every container and network carries
+the label ``sagemaker-emulator.job=<job>`` (and the emulator's pid) so that ``prune`` finds
+leftovers even after a crash.
+
+Name resolution between hosts: Docker's embedded DNS only answers for containers that are
+running, so a host starting before its peers could not resolve them. Each job network is created
+with a subnet chosen here (a free /24 of 172.16.0.0/12 by default: not used by a Docker network
+nor by a route of this machine; another choice is made when the engine reports an overlap),
+every host gets a fixed address in it (algo-1 = .2, algo-2 = .3, ...) and every container's
+/etc/hosts lists every host from the first instant (``extra_hosts``).
+
+Security defaults: containers are never privileged, join no host namespace (network, PID, IPC,
+UTS, user) and get no added capabilities; the job network is ``internal`` (no route out) under
+EnableNetworkIsolation.
+
+GPUs: a host's GPUs are asked for with a Docker device request (driver capability ``gpu``).
+The engine can honour that when it lists an ``nvidia`` runtime (``docker info``), or, for an
+engine on this machine, when /dev/nvidiactl exists and the NVIDIA container toolkit's
+``nvidia-container-runtime-hook`` is on PATH: dockerd registers its GPU device driver exactly
+when it finds that hook. ``gpu_support`` applies this rule.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import math
 import os
+import random
 import re
+import shutil
+import socket
+import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +53,10 @@ LABEL_HOST = "sagemaker-emulator.host"
 LABEL_PID = "sagemaker-emulator.pid"
 EXIT_NOT_FOUND = 127  # what `docker run` reports when the command cannot be found
 EXIT_NOT_EXECUTABLE = 126
+SUBNET_POOL = ipaddress.IPv4Network("172.16.0.0/12")
+DEFAULT_BRIDGE = ipaddress.IPv4Network("172.17.0.0/16")  # docker0's usual subnet
+NETWORK_ATTEMPTS = 20
+NVIDIA_HOOK = "nvidia-container-runtime-hook"
 
 _EXEC_ERROR = re.compile(r'(exec: "[^"]*": [^:]+?)(?:: unknown)?$')
 
@@ -49,6 +78,23 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class JobNetwork:
+    """A job's private network: its name and the subnet every host has a fixed address in."""
+
+    name: str
+    subnet: ipaddress.IPv4Network
+    internal: bool = False
+
+    def address(self, index: int) -> str:
+        """The address of host number ``index`` (0-based): .2, .3, ... (.1 is the gateway)."""
+        return str(self.subnet.network_address + 2 + index)
+
+    def hosts_file(self, hosts: list[str]) -> dict[str, str]:
+        """Host name -> address of every host, in host order (for /etc/hosts)."""
+        return {host: self.address(index) for index, host in enumerate(hosts)}
+
+
+@dataclass(frozen=True)
 class ContainerPlan:
     """What one host's container is: the job's image, command and mounts for that host."""
 
@@ -62,6 +108,18 @@ class ContainerPlan:
     mounts: list[Mount]
     gpus: int = 0  # -1 for all
     labels: dict[str, str] = field(default_factory=dict)
+    address: str | None = None  # fixed IPv4 address on the job network
+    hosts_file: dict[str, str] = field(default_factory=dict)  # name -> address, /etc/hosts
+    nano_cpus: int | None = None  # CPU limit in 1e-9 CPUs
+    memory_bytes: int | None = None  # memory limit
+
+
+@dataclass(frozen=True)
+class Exit:
+    """How a container's process ended: its exit code and when (seconds since the epoch)."""
+
+    code: int
+    finished_at: float
 
 
 def job_labels(job: str) -> dict[str, str]:
@@ -111,14 +169,23 @@ class Container:
             state = self._engine.api.inspect_container(self.id)["State"]
             raise _start_failure(exc, state.get("ExitCode")) from exc
 
-    def exit_code(self) -> int | None:
-        """The exit code once the process has ended (or never started), else None."""
+    def exited(self) -> Exit | None:
+        """How the process ended once it has (or could not start), else None."""
         state = self._engine.api.inspect_container(self.id)["State"]
         if state.get("Running") or state.get("Status") in ("running", "paused", "restarting"):
             return None
         if state.get("Status") == "created" and not state.get("Error"):
             return None  # not started yet
-        return int(state.get("ExitCode", -1))
+        return Exit(int(state.get("ExitCode", -1)), _timestamp(state.get("FinishedAt")))
+
+    def exit_code(self) -> int | None:
+        """The exit code once the process has ended (or never started), else None."""
+        exited = self.exited()
+        return None if exited is None else exited.code
+
+    def inspect(self) -> dict[str, Any]:
+        """The engine's full description of the container (docker inspect)."""
+        return dict(self._engine.api.inspect_container(self.id))
 
     def signal(self, signal_name: str) -> None:
         """Send a signal if still running (a container that already exited is fine)."""
@@ -131,6 +198,18 @@ class Container:
     def remove(self) -> None:
         with contextlib.suppress(docker.errors.NotFound):
             self._handle.remove(force=True, v=True)
+
+
+def _timestamp(text: Any) -> float:
+    """Seconds since the epoch of an engine time (RFC 3339, nanoseconds); unknown -> +inf."""
+    if not isinstance(text, str) or text.startswith("0001-"):
+        return math.inf
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", text)
+    if match is None:
+        return math.inf
+    whole, fraction, zone = match.groups()
+    moment = datetime.fromisoformat(whole + ("+00:00" if zone == "Z" else zone))
+    return moment.timestamp() + float(f"0.{fraction or 0}")
 
 
 def _start_failure(exc: docker.errors.APIError, exit_code: int | None) -> StartFailed:
@@ -174,11 +253,61 @@ class DockerEngine:
         except docker.errors.APIError as exc:
             raise EnvironmentProblem(f"Image {image!r} cannot be inspected: {exc}") from exc
 
-    def create_network(self, name: str, job: str, *, internal: bool) -> str:
-        self.client.networks.create(
-            name, driver="bridge", internal=internal, labels=job_labels(job), check_duplicate=True
+    def gpu_support(self) -> bool:
+        """Whether the engine can give containers GPUs (the rule is in the module doc)."""
+        try:
+            runtimes = self.client.info().get("Runtimes") or {}
+        except docker.errors.APIError as exc:
+            raise EnvironmentProblem(f"The Docker engine cannot be queried: {exc}") from exc
+        if "nvidia" in runtimes:
+            return True
+        return (
+            _local_engine()
+            and Path("/dev/nvidiactl").exists()
+            and shutil.which(NVIDIA_HOOK) is not None
         )
-        return name
+
+    def cpu_count(self) -> int:
+        """CPUs of the engine's machine (the most a container may be given)."""
+        return int(self.client.info().get("NCPU") or os.cpu_count() or 1)
+
+    def create_network(self, name: str, job: str, *, internal: bool, hosts: int) -> JobNetwork:
+        """A private bridge network with room for ``hosts`` fixed addresses (see module doc)."""
+        prefix = subnet_prefix(hosts)
+        chooser = random.Random()
+        for _ in range(NETWORK_ATTEMPTS):
+            subnet = free_subnet(prefix, self._subnets_in_use(), chooser)
+            pool = docker.types.IPAMPool(
+                subnet=str(subnet), gateway=str(subnet.network_address + 1)
+            )
+            try:
+                self.client.networks.create(
+                    name,
+                    driver="bridge",
+                    internal=internal,
+                    labels=job_labels(job),
+                    ipam=docker.types.IPAMConfig(pool_configs=[pool]),
+                    check_duplicate=True,
+                )
+            except docker.errors.APIError as exc:
+                if "overlap" in str(exc).lower():
+                    continue  # taken meanwhile (another job): choose again
+                raise EnvironmentProblem(f"Cannot create the job network {name}: {exc}") from exc
+            return JobNetwork(name, subnet, internal)
+        raise EnvironmentProblem(
+            f"No free /{prefix} subnet for the job network in {SUBNET_POOL} after "
+            f"{NETWORK_ATTEMPTS} attempts; remove unused Docker networks (`docker network prune`)"
+        )
+
+    def _subnets_in_use(self) -> list[ipaddress.IPv4Network]:
+        used = list(host_routes())
+        for network in self.client.networks.list():
+            for config in (network.attrs.get("IPAM") or {}).get("Config") or []:
+                with contextlib.suppress(ValueError, TypeError):
+                    subnet = ipaddress.ip_network(config.get("Subnet"), strict=False)
+                    if isinstance(subnet, ipaddress.IPv4Network):
+                        used.append(subnet)
+        return used
 
     def remove_network(self, name: str) -> None:
         with contextlib.suppress(docker.errors.NotFound):
@@ -195,12 +324,19 @@ class DockerEngine:
                 docker.types.DeviceRequest(count=plan.gpus, capabilities=[["gpu"]])
             )
         labels = {**job_labels(plan.job), LABEL_HOST: plan.host, **plan.labels}
+        endpoint = self.api.create_endpoint_config(aliases=[plan.host], ipv4_address=plan.address)
         networking = self.api.create_networking_config(
             # types-docker annotates one EndpointConfig; the Engine API takes a dict by network.
-            {plan.network: self.api.create_endpoint_config(aliases=[plan.host])}  # type: ignore[arg-type]
+            {plan.network: endpoint}  # type: ignore[arg-type]
         )
         host_config = self.api.create_host_config(
-            mounts=mounts, device_requests=device_requests or None, network_mode=plan.network
+            mounts=mounts,
+            device_requests=device_requests or None,
+            network_mode=plan.network,
+            extra_hosts=dict(plan.hosts_file) or None,
+            privileged=False,
+            nano_cpus=plan.nano_cpus,
+            mem_limit=plan.memory_bytes,
         )
         try:
             created = self.api.create_container(
@@ -241,3 +377,50 @@ class DockerEngine:
                     network.remove()
                     removed.append(f"network {network.name}")
         return removed
+
+
+def _local_engine() -> bool:
+    host = os.environ.get("DOCKER_HOST", "")
+    return host == "" or host.startswith("unix://")
+
+
+def subnet_prefix(hosts: int) -> int:
+    """The longest prefix (at most /24) with addresses for the gateway and ``hosts`` hosts."""
+    needed = hosts + 3  # network, gateway, broadcast
+    return min(24, 32 - math.ceil(math.log2(needed)))
+
+
+def host_routes() -> Iterator[ipaddress.IPv4Network]:
+    """The IPv4 destinations of this machine's routes (the default route excepted)."""
+    try:
+        lines = Path("/proc/net/route").read_text().splitlines()[1:]
+    except OSError:
+        return
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        with contextlib.suppress(ValueError, struct.error):
+            destination = socket.inet_ntoa(struct.pack("<I", int(fields[1], 16)))
+            mask = socket.inet_ntoa(struct.pack("<I", int(fields[7], 16)))
+            network = ipaddress.IPv4Network(f"{destination}/{mask}", strict=False)
+            if network.prefixlen:
+                yield network
+
+
+def free_subnet(
+    prefix: int, in_use: list[ipaddress.IPv4Network], chooser: random.Random
+) -> ipaddress.IPv4Network:
+    """A random /``prefix`` of SUBNET_POOL overlapping neither ``in_use`` nor docker0's."""
+    taken = [*in_use, DEFAULT_BRIDGE]
+    count = 2 ** (prefix - SUBNET_POOL.prefixlen)
+    size = 2 ** (32 - prefix)
+    for _ in range(1000):
+        start = SUBNET_POOL.network_address + chooser.randrange(count) * size
+        candidate = ipaddress.IPv4Network(f"{start}/{prefix}")
+        if not any(candidate.overlaps(other) for other in taken):
+            return candidate
+    raise EnvironmentProblem(
+        f"No free /{prefix} subnet left in {SUBNET_POOL}: remove unused Docker networks "
+        "(`docker network prune`)"
+    )

@@ -8,17 +8,40 @@
     Completed | Failed | Stopped (MaxRuntimeExceeded, Stopped)
 
 Every resource is registered on an ExitStack the moment it exists, so containers, the network,
-staged data and the work dir are removed whatever happens: failure, timeout, stop, Ctrl-C.
+staged data and the work dir are removed whatever happens: failure, timeout, stop, Ctrl-C. The
+cleanup itself runs with Ctrl-C and SIGTERM deferred (in the main thread), so a second signal
+cannot cut it short and leave something behind; the signal is honoured once it is done.
+
+Preflight refuses, before anything exists: local locations that expose sensitive host paths
+(``safety.py``), instance types with GPUs on an engine without GPU support (unless ``--gpus 0``),
+a missing image or unreadable data.
+
+Multi-host jobs: hosts algo-1..algo-N, one container each on the job's private network, each
+resolving every other by name from its first instant (fixed addresses and /etc/hosts entries,
+see ``container.py``). The completion rule:
+
+* the job is Completed when every host has exited 0;
+* when a host exits non-zero, every other host still running gets SIGTERM and, after the grace
+  period, SIGKILL; the job is Failed with the FailureReason of the host that failed FIRST (by
+  the engine's exit time, not by host number), suffixed "(host algo-N)" when there are several
+  hosts; hosts exiting because of that SIGTERM never replace the first failure;
+* a host that cannot start at all (bad entrypoint) fails the job the same way at once;
+* MaxRuntimeInSeconds, ``emulator stop`` and Ctrl-C/SIGTERM stop every host (SIGTERM, grace,
+  SIGKILL) and the job is Stopped (MaxRuntimeExceeded or Stopped), whatever the exit codes.
+
+Artifacts of every host are packed in every case (see ``artifacts.py`` for name clashes).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +49,17 @@ from typing import Any
 from emulator import destinations
 from emulator.artifacts import failure_reason
 from emulator.channels.staging import ChannelStager, ResolvedChannel, resolve_channels
-from emulator.container import Container, ContainerPlan, DockerEngine, Mount, StartFailed
-from emulator.errors import EmulatorError
+from emulator.container import (
+    Container,
+    ContainerPlan,
+    DockerEngine,
+    Exit,
+    JobNetwork,
+    Mount,
+    StartFailed,
+)
+from emulator.errors import EmulatorError, EnvironmentProblem
+from emulator.instances import Limits, describe_gpus, gpu_count, instance_limits
 from emulator.layout import HostLayout
 from emulator.logs import LogPump
 from emulator.metrics import MetricsCollector
@@ -35,7 +67,8 @@ from emulator.paths import resolve_local_paths
 from emulator.progress import NO_PROGRESS, Progress
 from emulator.prune import WORK_DIR_PREFIX, claim
 from emulator.records import JobRecord
-from emulator.spec import DEFAULT_REGION, JobSpec
+from emulator.safety import check_entries, check_locations
+from emulator.spec import DEFAULT_REGION, Host, JobSpec
 from emulator.store import JobStore
 from emulator.validation import parse_request
 
@@ -66,6 +99,20 @@ class RunOptions:
     log_sink: LogSink = field(default=_no_log)
     notice: Callable[[str], None] = field(default=_no_notice)
     progress: Progress = field(default=NO_PROGRESS)
+    # GPUs per host: None = as the instance type has (instances.py), 0 = none, -1 = all.
+    gpus: int | None = None
+    # Give each container its instance type's vCPUs and memory as limits (instances.py).
+    apply_instance_limits: bool = False
+    # Let channels, checkpoints and output use sensitive host paths (safety.py).
+    allow_sensitive_paths: bool = False
+
+
+@dataclass(frozen=True)
+class HostResources:
+    """What one host's container asks of the machine beyond its image."""
+
+    gpus: int = 0
+    limits: Limits = field(default_factory=Limits)
 
 
 def region_from_environment(explicit: str | None = None) -> str:
@@ -103,6 +150,7 @@ class TrainingJob:
         self.metrics = MetricsCollector(spec.metric_definitions)
         self.hosts = spec.resources.hosts()
         self.interrupted = False
+        self.resources: dict[str, HostResources] = {}
 
     # -- the lifecycle -----------------------------------------------------------------------
 
@@ -114,23 +162,78 @@ class TrainingJob:
             engine.close()
 
     def _run(self, engine: DockerEngine) -> dict[str, Any]:
-        engine.require_image(self.spec.image)
-        channels = resolve_channels(self.spec)
-        destinations.check_output_location(self.spec)
+        channels = self._preflight(engine)
         self.store.create(self.record.describe(), replace=self.options.replace)
         self._transition("Starting", "Preparing the instances for training")
         try:
-            with ExitStack() as cleanup:
+            cleanup = ExitStack()
+            try:
                 self._run_stages(engine, channels, cleanup)
+            finally:
+                with _signals_deferred() as deferred:
+                    cleanup.close()
+                if deferred:
+                    self.interrupted = True
         except KeyboardInterrupt:
             self._finish_interrupted()
             raise
         except EmulatorError as exc:
             self.record.fail(f"ClientError: {exc}")
+        if self.record.status == "InProgress":  # interrupted during the cleanup itself
+            self._finish_interrupted()
         self._save()
         if self.interrupted:
             raise KeyboardInterrupt
         return self.record.describe()
+
+    def _preflight(self, engine: DockerEngine) -> dict[str, ResolvedChannel]:
+        """Everything that can be refused before anything exists."""
+        if not self.options.allow_sensitive_paths:
+            check_locations(self.spec)
+        engine.require_image(self.spec.image)
+        self.resources = self._host_resources(engine)
+        channels = resolve_channels(self.spec)
+        if not self.options.allow_sensitive_paths:
+            for resolved in channels.values():
+                check_entries(resolved.channel.name, resolved.entries)
+        destinations.check_output_location(self.spec)
+        return channels
+
+    def _host_resources(self, engine: DockerEngine) -> dict[str, HostResources]:
+        """GPUs (refused up front when the engine has none) and limits of every host."""
+        gpus = {host.name: self._gpus(host) for host in self.hosts}
+        wanting = [host for host in self.hosts if gpus[host.name]]
+        if wanting and not engine.gpu_support():
+            host = wanting[0]
+            asked = (
+                f"--gpus asks for {describe_gpus(gpus[host.name])}"
+                if self.options.gpus is not None
+                else f"{host.instance_type} has {describe_gpus(gpus[host.name])}"
+            )
+            raise EnvironmentProblem(
+                f"{asked} per host, but the Docker engine cannot give containers GPUs (it lists "
+                "no nvidia runtime, and this machine has no /dev/nvidiactl with the NVIDIA "
+                "container toolkit). Run without GPUs with --gpus 0 (RunOptions.gpus=0), or "
+                "use a CPU instance type"
+            )
+        resources = {}
+        cpus = engine.cpu_count() if self.options.apply_instance_limits else 0
+        notes: set[str] = set()
+        for host in self.hosts:
+            limits = Limits()
+            if self.options.apply_instance_limits:
+                limits = instance_limits(host.instance_type, cpus)
+                if limits.note:
+                    notes.add(limits.note)
+            resources[host.name] = HostResources(gpus[host.name], limits)
+        for note in sorted(notes):
+            self.options.notice(note)
+        return resources
+
+    def _gpus(self, host: Host) -> int:
+        if self.options.gpus is not None:
+            return self.options.gpus
+        return gpu_count(host.instance_type)
 
     def _run_stages(
         self, engine: DockerEngine, channels: dict[str, ResolvedChannel], cleanup: ExitStack
@@ -150,8 +253,9 @@ class TrainingJob:
             f"sm-{self.spec.name}-{work.name[-8:]}",
             self.spec.name,
             internal=self.spec.network_isolation,
+            hosts=len(self.hosts),
         )
-        cleanup.callback(engine.remove_network, network)
+        cleanup.callback(engine.remove_network, network.name)
 
         self._transition("Downloading", "Downloading input data")
         stager = ChannelStager(
@@ -160,16 +264,17 @@ class TrainingJob:
         cleanup.enter_context(stager)
         extra_mounts = {layout.host.name: stager.stage(layout) for layout in layouts}
 
+        # Log pumps end when their container is removed: join them only after that.
+        pumps: list[LogPump] = []
+        cleanup.callback(_join_all, pumps)
         containers = []
         for layout in layouts:
             plan = self._container_plan(layout, network, extra_mounts[layout.host.name])
-            container = engine.create_container(plan, f"{network}-{layout.host.name}")
+            container = engine.create_container(plan, f"{network.name}-{layout.host.name}")
             cleanup.callback(container.remove)
             containers.append(container)
 
-        pumps = [self._log_pump(container) for container in containers]
-        for pump in pumps:
-            cleanup.callback(pump.join)
+        pumps.extend(self._log_pump(container) for container in containers)
         self._transition("Training", "Training image download completed. Training in progress.")
         self.record.training_started()
         stager.start_feeding()
@@ -190,7 +295,7 @@ class TrainingJob:
     # -- containers ------------------------------------------------------------------------
 
     def _container_plan(
-        self, layout: HostLayout, network: str, extra: list[Mount]
+        self, layout: HostLayout, network: JobNetwork, extra: list[Mount]
     ) -> ContainerPlan:
         spec = self.spec
         mounts = [Mount(target, source) for target, source in layout.mounts(spec).items()]
@@ -204,15 +309,22 @@ class TrainingJob:
             "TRAINING_JOB_ARN": spec.arn(self.region),
             "AWS_REGION": self.region,
         }
+        names = [host.name for host in self.hosts]
+        resources = self.resources.get(layout.host.name, HostResources())
         return ContainerPlan(
             job=spec.name,
             host=layout.host.name,
             image=spec.image,
-            network=network,
+            network=network.name,
             entrypoint=list(spec.entrypoint) if spec.entrypoint is not None else None,
             command=command,
             environment=environment,
             mounts=mounts + extra,
+            gpus=resources.gpus,
+            address=network.address(names.index(layout.host.name)),
+            hosts_file=network.hosts_file(names),
+            nano_cpus=resources.limits.nano_cpus,
+            memory_bytes=resources.limits.memory_bytes,
         )
 
     def _log_pump(self, container: Container) -> LogPump:
@@ -243,7 +355,10 @@ class TrainingJob:
             # The hosts already running are killed: the job cannot proceed without this one.
             Supervisor(started, grace_seconds=0).stop_all()
             Supervisor(started, grace_seconds=0).wait_all()
-            return Outcome.failed(f"AlgorithmError: {exc.reason}, exit code: {exc.exit_code}")
+            reason = f"AlgorithmError: {exc.reason}, exit code: {exc.exit_code}"
+            if len(self.hosts) > 1:
+                reason = f"{reason} (host {containers[len(started)].host})"
+            return Outcome.failed(reason)
 
         deadline = started_at + self.spec.max_runtime_seconds
         try:
@@ -262,6 +377,7 @@ class TrainingJob:
             return Outcome.stopped("Stopped")
 
     def _wait(self, supervisor: Supervisor, layouts: list[HostLayout], deadline: float) -> Outcome:
+        """Wait for every host to exit, applying the completion rule of the module doc."""
         by_host = {layout.host.name: layout for layout in layouts}
         stop_reason: str | None = None
         next_stop_check = 0.0
@@ -334,36 +450,46 @@ class Outcome:
 
 
 class Supervisor:
-    """Tracks the hosts' containers: exit codes, SIGTERM with a grace period, then SIGKILL."""
+    """Tracks the hosts' containers: exits, SIGTERM with a grace period, then SIGKILL."""
 
     def __init__(self, containers: list[Container], grace_seconds: float) -> None:
         self.containers = containers
         self.grace_seconds = grace_seconds
-        self.exit_codes: dict[str, int] = {}
+        self.exits: dict[str, Exit] = {}
         self.kill_at: float | None = None
+
+    @property
+    def exit_codes(self) -> dict[str, int]:
+        return {host: exit.code for host, exit in self.exits.items()}
 
     def poll(self) -> None:
         for container in self.containers:
-            if container.host not in self.exit_codes:
-                code = container.exit_code()
-                if code is not None:
-                    self.exit_codes[container.host] = code
+            if container.host not in self.exits:
+                exited = container.exited()
+                if exited is not None:
+                    self.exits[container.host] = exited
 
     def all_exited(self) -> bool:
         self.poll()
-        return len(self.exit_codes) == len(self.containers)
+        return len(self.exits) == len(self.containers)
 
     def first_failure(self) -> tuple[str, int] | None:
-        for container in self.containers:
-            code = self.exit_codes.get(container.host)
-            if code not in (None, 0):
-                return container.host, code
-        return None
+        """The host that exited non-zero first (engine exit time; host order on ties)."""
+        order = [container.host for container in self.containers]
+        failed = [
+            (exit.finished_at, order.index(host), host, exit.code)
+            for host, exit in self.exits.items()
+            if exit.code != 0
+        ]
+        if not failed:
+            return None
+        _, _, host, code = min(failed)
+        return host, code
 
     def stop_all(self, grace: float | None = None) -> None:
         grace = self.grace_seconds if grace is None else grace
         for container in self.containers:
-            if container.host not in self.exit_codes:
+            if container.host not in self.exits:
                 container.signal("SIGTERM")
         deadline = time.monotonic() + grace
         self.kill_at = deadline if self.kill_at is None else min(self.kill_at, deadline)
@@ -374,10 +500,39 @@ class Supervisor:
 
     def kill_all(self) -> None:
         for container in self.containers:
-            if container.host not in self.exit_codes:
+            if container.host not in self.exits:
                 container.signal("SIGKILL")
 
     def wait_all(self) -> None:
         while not self.all_exited():
             self.enforce_grace()
             time.sleep(POLL_SECONDS)
+
+
+def _join_all(pumps: list[LogPump]) -> None:
+    for pump in pumps:
+        pump.join()
+
+
+DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[list[int]]:
+    """Hold back Ctrl-C (and a SIGTERM handled in Python) while the body runs; yields the
+    list of signals that arrived meanwhile. Outside the main thread this does nothing."""
+    arrived: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield arrived
+        return
+    previous = {}
+    for number in DEFERRED_SIGNALS:
+        handler = signal.getsignal(number)
+        if callable(handler):  # a Python handler (Ctrl-C's, or the CLI's SIGTERM one)
+            previous[number] = handler
+            signal.signal(number, lambda signum, frame: arrived.append(signum))
+    try:
+        yield arrived
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)

@@ -8,6 +8,9 @@
     <root>/checkpoints/    -> CheckpointConfig.LocalPath (only when configured)
 
 FastFile channels are mounted separately (read-only) at /opt/ml/input/data/<channel>.
+Each host's inputdataconfig.json lists only the channels that reach it (InstanceGroupNames).
+The config directory is mounted read-write (the contract does not say read-only; it is this
+host's own copy and nothing reads it back).
 Only these subdirectories are mounted, never all of /opt/ml: images may ship /opt/ml/code.
 Writable directories are world-writable so that an image with a non-root USER can write them.
 """
@@ -92,7 +95,9 @@ def config_files(spec: JobSpec, host: Host) -> dict[str, Any]:
     """File name -> JSON content of /opt/ml/input/config for ``host``."""
     files: dict[str, Any] = {
         "hyperparameters.json": dict(spec.hyperparameters),
-        "inputdataconfig.json": {c.name: channel_config(c) for c in spec.channels},
+        "inputdataconfig.json": {
+            c.name: channel_config(c) for c in spec.channels if channel_reaches(c, host)
+        },
         "resourceconfig.json": resource_config(spec, host),
     }
     if spec.checkpoint is not None:
@@ -102,6 +107,14 @@ def config_files(spec: JobSpec, host: Host) -> dict[str, Any]:
         }
     files.update(spec.extra_configs)
     return files
+
+
+def channel_reaches(channel: ChannelSpec, host: Host) -> bool:
+    """Whether ``host`` gets ``channel``: every host, unless the channel's InstanceGroupNames
+    name groups, then only the hosts of those groups (its data and its inputdataconfig.json
+    entry alike)."""
+    groups = channel.source.instance_group_names
+    return not groups or host.group in groups
 
 
 def channel_config(channel: ChannelSpec) -> dict[str, str]:
