@@ -97,6 +97,9 @@ class JobStore:
         """Register a new job; its name must be free (as in SageMaker) unless ``replace``."""
         name = record["TrainingJobName"]
         with self._db() as db:
+            # Check and insert in one write transaction: of two emulators starting the same
+            # name at once, one gets it and the other the message below (not IntegrityError).
+            db.execute("BEGIN IMMEDIATE")
             row = db.execute("SELECT status, pid FROM jobs WHERE name = ?", (name,)).fetchone()
             if row is not None:
                 status, pid = row
