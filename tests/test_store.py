@@ -133,6 +133,39 @@ def test_dead_jobs_are_marked_failed(store: JobStore) -> None:
     assert store.get("alive")["TrainingJobStatus"] == "InProgress"
 
 
+def _create_many(home: str, names: int, start: Any, results: Any) -> None:
+    store = JobStore(Path(home))
+    start.wait()
+    outcome = {"created": 0, "refused": 0, "errors": []}
+    for i in range(names):
+        try:
+            store.create(record(f"job-{i}", "Completed"))
+            outcome["created"] += 1
+        except EmulatorError:
+            outcome["refused"] += 1
+        except Exception as exc:  # what the user would see as a traceback
+            outcome["errors"].append(repr(exc))
+    results.put(outcome)
+
+
+def test_emulators_racing_for_one_name_get_it_once_and_a_clear_refusal(store: JobStore) -> None:
+    context = multiprocessing.get_context("spawn")
+    racers, names = 4, 100
+    start, results = context.Barrier(racers), context.Queue()
+    processes = [
+        context.Process(target=_create_many, args=(str(store.home), names, start, results))
+        for _ in range(racers)
+    ]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=60) for _ in processes]
+    for process in processes:
+        process.join()
+    assert [error for outcome in outcomes for error in outcome["errors"]] == []
+    assert sum(outcome["created"] for outcome in outcomes) == names
+    assert sum(outcome["refused"] for outcome in outcomes) == (racers - 1) * names
+
+
 def test_metric_points_round_trip_in_time_order(store: JobStore) -> None:
     store.create(record("job-1"))
     store.create(record("job-2"))
