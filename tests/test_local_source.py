@@ -160,6 +160,13 @@ def test_download_writes_only_the_given_entries(backend: Backend, tmp_path: Path
     )
 
 
+def test_download_of_nothing_writes_nothing(backend: Backend, tmp_path: Path) -> None:
+    source, _ = backend.make({"x": b"x"})
+    (tmp_path / "out").mkdir()
+    source.download([], tmp_path / "out", RecordingProgress())
+    assert not any((tmp_path / "out").iterdir())
+
+
 def test_open_streams_each_object(backend: Backend) -> None:
     source, _ = backend.make(FILES)
     for entry in source.entries():

@@ -76,6 +76,7 @@ def test_hosts_are_ordered_by_number() -> None:
     assert host_order(hosts) == ["algo-1", "algo-2", "algo-3", "algo-10", "algo-11"]
     entries = [entry(f"k{n:02d}") for n in range(11)]
     plan = plan_channel(entries, "ShardedByS3Key", hosts)
+    assert list(plan) == host_order(hosts)  # the plan's order gives each host's shard index
     assert plan["algo-2"] == [entry("k01"), entry("k06")]
     assert plan["algo-10"] == [entry("k03"), entry("k08")]
 

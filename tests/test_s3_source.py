@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from emulator.config import S3Settings
+from emulator.config import S3Settings, configure_s3
 from emulator.errors import SourceError
 from emulator.sources import open_source, open_uri
 from emulator.sources.base import Entry
@@ -319,9 +319,22 @@ def test_endpoint_from_the_generic_aws_variable(
     assert names(source(f"s3://{bucket}/k").entries()) == ["k"]
 
 
-def test_a_child_process_rebuilds_the_source_from_the_environment(moto_s3: S3Server) -> None:
-    bucket = moto_s3.new_bucket()
-    moto_s3.put_objects(bucket, {"c/one": b"1", "c/two": b"22"})
+def test_configure_s3_is_process_wide_and_inherited_by_children(
+    moto_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the CLI's --s3-endpoint-url does; a FastFile child rebuilds its Source likewise."""
+    env = moto_server.environ()
+    isolate_aws_environment(monkeypatch, {k: v for k, v in env.items() if "KEY" in k})
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE"):
+        monkeypatch.setenv(name, "")  # so that monkeypatch restores what configure_s3 sets
+        monkeypatch.delenv(name)
+    bucket = moto_server.new_bucket()
+    moto_server.put_objects(bucket, {"c/one": b"1", "c/two": b"22"})
+
+    settings = configure_s3(endpoint_url=moto_server.endpoint_url, region="eu-west-1")
+
+    assert (settings.endpoint_url, settings.region) == (moto_server.endpoint_url, "eu-west-1")
+    assert names(source(f"s3://{bucket}/c/").entries()) == ["one", "two"]
     code = (
         "from emulator.sources import open_source\n"
         "from emulator.spec import DataSourceSpec\n"
@@ -332,6 +345,50 @@ def test_a_child_process_rebuilds_the_source_from_the_environment(moto_s3: S3Ser
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[('one', 1), ('two', 2)]"
+
+
+def test_configure_s3_refuses_an_endpoint_that_is_not_a_url() -> None:
+    with pytest.raises(SourceError, match="must start with http"):
+        configure_s3(endpoint_url="127.0.0.1:9000")
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, S3Settings()),
+        (
+            {
+                "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:1",
+                "AWS_PROFILE": "p",
+                "AWS_REGION": "eu-west-1",
+                "AWS_RETRY_MODE": "adaptive",
+                "AWS_MAX_ATTEMPTS": "9",
+                "EMULATOR_S3_MAX_CONCURRENCY": "4",
+            },
+            S3Settings("http://127.0.0.1:1", "p", "eu-west-1", "adaptive", 9, max_concurrency=4),
+        ),
+        (  # botocore's precedence, and its switch to ignore configured endpoints
+            {
+                "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:1",
+                "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS": "true",
+                "AWS_DEFAULT_PROFILE": "first",
+                "AWS_PROFILE": "second",
+                "AWS_DEFAULT_REGION": "us-west-2",
+                "AWS_REGION": "eu-west-1",
+                "AWS_RETRY_MODE": "bogus",
+            },
+            S3Settings(None, "first", "us-west-2"),
+        ),
+    ],
+)
+def test_settings_from_the_environment(environ: dict[str, str], expected: S3Settings) -> None:
+    assert S3Settings.from_environ(environ) == expected
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_bad_concurrency_setting(value: str) -> None:
+    with pytest.raises(SourceError, match="EMULATOR_S3_MAX_CONCURRENCY"):
+        S3Settings.from_environ({"EMULATOR_S3_MAX_CONCURRENCY": value})
 
 
 # -- URIs ---------------------------------------------------------------------------------------

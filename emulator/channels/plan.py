@@ -60,7 +60,8 @@ def entries_for_host(
 def plan_channel(
     entries: Sequence[Entry], distribution: Distribution, hosts: Sequence[str]
 ) -> dict[str, list[Entry]]:
-    """Every host's objects at once, keyed by host name (in any order given)."""
+    """Every host's objects at once, keyed by host name in host order (see ``host_order``;
+    ``list(plan).index(host)`` is the host's shard index). ``hosts`` may come in any order."""
     ordered = host_order(hosts)
     return {
         name: entries_for_host(entries, distribution, index, len(ordered))
