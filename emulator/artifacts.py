@@ -1,8 +1,13 @@
 """What a finished job leaves behind: model.tar.gz, output.tar.gz, and the failure reason.
 
 The model of every host is merged into one archive, hosts in order (algo-1 first); when two
-hosts write the same path, the lower-numbered host's file is kept and the clash is reported.
+hosts write the same path, the lower-numbered host's file is kept and the clash is reported
+(also when one host's file or symlink stands where another host has a directory).
 Archives hold paths relative to /opt/ml/model (or /opt/ml/output/data), sorted.
+
+Symlinks are kept as symlinks, to files and to directories alike, and never followed: their
+targets name paths inside the container, and following them on the host would read (or, for
+later hosts, write) the host's own files.
 """
 
 from __future__ import annotations
@@ -10,9 +15,9 @@ from __future__ import annotations
 import os
 import shutil
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 FAILURE_REASON_CHARS = 1024
 
@@ -25,49 +30,67 @@ class PackResult:
 
 
 def _files_below(root: Path) -> list[str]:
+    """Files and symlinks below ``root`` (symlinked directories are not entered), sorted."""
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
-        for name in sorted(filenames):
+        linked = [name for name in dirnames if os.path.islink(os.path.join(dirpath, name))]
+        for name in sorted([*filenames, *linked]):
             found.append(Path(dirpath, name).relative_to(root).as_posix())
     return found
+
+
+class _Merge:
+    """The entries of several hosts' trees, first host winning every clash."""
+
+    def __init__(self, result: PackResult) -> None:
+        self.result = result
+        self.taken: set[str] = set()  # files and symlinks already merged
+        self.directories: set[str] = set()  # their parent directories
+
+    def entries(self, sources: Sequence[Path]) -> Iterator[tuple[Path, str]]:
+        for root in sources:
+            if root.is_dir():
+                for relative in _files_below(root):
+                    if self._claim(relative):
+                        yield root / relative, relative
+
+    def _claim(self, relative: str) -> bool:
+        parents = [str(p) for p in PurePosixPath(relative).parents][:-1]  # without '.'
+        if (
+            relative in self.taken
+            or relative in self.directories
+            or any(parent in self.taken for parent in parents)
+        ):
+            self.result.clashes.append(relative)
+            return False
+        self.taken.add(relative)
+        self.directories.update(parents)
+        self.result.files += 1
+        return True
 
 
 def pack(sources: Sequence[Path], archive: Path) -> PackResult:
     """Tar and gzip the files below each source directory into ``archive``, first source
     winning."""
     result = PackResult(archive)
-    seen: set[str] = set()
     with tarfile.open(archive, "w:gz", compresslevel=6) as tar:
-        for root in sources:
-            if not root.is_dir():
-                continue
-            for relative in _files_below(root):
-                if relative in seen:
-                    result.clashes.append(relative)
-                    continue
-                seen.add(relative)
-                tar.add(root / relative, arcname=relative, recursive=False)
-                result.files += 1
+        for source, relative in _Merge(result).entries(sources):
+            tar.add(source, arcname=relative, recursive=False)
     return result
 
 
 def merge_tree(sources: Sequence[Path], destination: Path) -> PackResult:
     """Copy the files below each source into ``destination`` (uncompressed model output)."""
     result = PackResult(destination)
-    seen: set[str] = set()
-    for root in sources:
-        if not root.is_dir():
-            continue
-        for relative in _files_below(root):
-            if relative in seen:
-                result.clashes.append(relative)
-                continue
-            seen.add(relative)
-            target = destination / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(root / relative, target)
-            result.files += 1
+    for source, relative in _Merge(result).entries(sources):
+        target = destination / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():
+            os.symlink(os.readlink(source), target)
+        elif source.is_file():
+            shutil.copyfile(source, target)
+        # FIFOs, sockets and devices have no uncompressed form: not copied.
     return result
 
 
