@@ -4,6 +4,7 @@ relative names, the lowest-numbered host winning a clash, and SageMaker's Failur
 from __future__ import annotations
 
 import gzip
+import os
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from emulator.artifacts import failure_reason, merge_tree, pack
-from tests.fixtures.jobs import read_archive
+from emulator.sources.local import local_path
+from tests.fixtures.jobs import PROBE, JobRunner, read_archive
 
 MakeFiles = Callable[[dict[str, bytes]], Path]
 
@@ -132,3 +134,95 @@ def test_a_failure_file_that_is_not_utf8_is_still_reported(tmp_path: Path) -> No
     failure = tmp_path / "failure"
     failure.write_bytes(b"bad byte \xff here")
     assert failure_reason(1, failure) == "AlgorithmError: bad byte \ufffd here, exit code: 1"
+
+
+def make_links(root: Path) -> None:
+    """What training code writes: links by container path, by relative path, to a directory."""
+    (root / "latest.pt").symlink_to("/opt/ml/model/epoch-3.pt")  # dangling on the host
+    (root / "best.pt").symlink_to("model.pt")
+    (root / "current").symlink_to("checkpoints/epoch-3")
+
+
+def test_symlinks_are_archived_as_symlinks(make_files: MakeFiles, tmp_path: Path) -> None:
+    model = make_files({"model.pt": b"w", "checkpoints/epoch-3/state": b"s"})
+    make_links(model)
+    result = pack([model], tmp_path / "model.tar.gz")
+    with tarfile.open(tmp_path / "model.tar.gz") as tar:
+        links = {m.name: m.linkname for m in tar.getmembers() if m.issym()}
+    assert links == {
+        "latest.pt": "/opt/ml/model/epoch-3.pt",
+        "best.pt": "model.pt",
+        "current": "checkpoints/epoch-3",  # a linked directory is kept, not dropped
+    }
+    assert result.files == 5
+
+
+def test_the_uncompressed_model_keeps_symlinks_and_never_follows_them(
+    make_files: MakeFiles, tmp_path: Path
+) -> None:
+    secret = tmp_path / "host-secret"
+    secret.write_text("the host's own file")
+    model = make_files({"model.pt": b"w", "checkpoints/epoch-3/state": b"s"})
+    make_links(model)
+    (model / "leak").symlink_to(secret)  # a container naming a host path
+    result = merge_tree([model], tmp_path / "model")
+    copied = tmp_path / "model"
+    assert os.readlink(copied / "latest.pt") == "/opt/ml/model/epoch-3.pt"
+    assert os.readlink(copied / "best.pt") == "model.pt"
+    assert os.readlink(copied / "current") == "checkpoints/epoch-3"
+    assert os.readlink(copied / "leak") == str(secret)  # a link, not a copy of the host's file
+    assert (copied / "checkpoints" / "epoch-3" / "state").read_bytes() == b"s"
+    assert result.files == 6
+
+
+@pytest.mark.parametrize("merge", ["pack", "merge_tree"])
+def test_a_later_host_never_writes_through_or_over_an_earlier_hosts_link_or_file(
+    make_files: MakeFiles, tmp_path: Path, merge: str
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    algo1 = make_files({"file": b"1", "dir/a": b"1"})
+    (algo1 / "link").symlink_to(outside)
+    algo2 = make_files({"link/planted": b"2", "file/below": b"2", "dir/b": b"2"})
+    algo3 = make_files({})
+    (algo3 / "dir").symlink_to(outside)  # a link where algo-1 has a directory
+    if merge == "pack":
+        result = pack([algo1, algo2, algo3], tmp_path / "model.tar.gz")
+        with tarfile.open(tmp_path / "model.tar.gz") as tar:
+            assert sorted(tar.getnames()) == ["dir/a", "dir/b", "file", "link"]
+    else:
+        result = merge_tree([algo1, algo2, algo3], tmp_path / "model")
+        assert os.readlink(tmp_path / "model" / "link") == str(outside)
+        assert (tmp_path / "model" / "dir").is_dir()
+        assert sorted(p.name for p in (tmp_path / "model" / "dir").iterdir()) == ["a", "b"]
+    assert sorted(result.clashes) == ["dir", "file/below", "link/planted"]
+    assert list(outside.iterdir()) == []
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("compression", ["GZIP", "NONE"])
+def test_a_job_whose_model_holds_symlinks_completes_and_keeps_them(
+    jobs: JobRunner, compression: str
+) -> None:
+    script = (
+        "cd /opt/ml/model && echo w > epoch-3.pt && ln -s /opt/ml/model/epoch-3.pt latest.pt"
+        " && ln -s /etc/hostname host"
+    )
+    request = jobs.request(
+        AlgorithmSpecification={
+            "TrainingImage": PROBE,
+            "TrainingInputMode": "File",
+            "ContainerEntrypoint": ["sh", "-c", script],
+        },
+        OutputDataConfig={"S3OutputPath": str(jobs.output), "CompressionType": compression},
+    )
+    record = jobs.run(request)
+    assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
+    if compression == "GZIP":
+        with tarfile.open(local_path(record["ModelArtifacts"]["S3ModelArtifacts"])) as tar:
+            links = {m.name: m.linkname for m in tar.getmembers() if m.issym()}
+    else:
+        model = local_path(record["ModelArtifacts"]["S3ModelArtifacts"])
+        links = {p.name: os.readlink(p) for p in model.iterdir() if p.is_symlink()}
+    assert links == {"latest.pt": "/opt/ml/model/epoch-3.pt", "host": "/etc/hostname"}
+    assert jobs.leftovers(request["TrainingJobName"]) == []
