@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -96,8 +97,22 @@ def merge_tree(sources: Sequence[Path], destination: Path) -> PackResult:
 
 def failure_reason(exit_code: int, failure_file: Path) -> str:
     """SageMaker's FailureReason for an algorithm that exited non-zero."""
+    return f"AlgorithmError: {_failure_message(failure_file)}, exit code: {exit_code}"
+
+
+def _failure_message(failure_file: Path) -> str:
+    """The first characters of the failure file the container wrote; "" without one.
+
+    Only a regular file counts: the container made this path, and a symlink would name one of
+    the host's files (its target is read on the host, not in the container), a FIFO would
+    block forever. At most what the reason can hold is read, however large the file.
+    """
     try:
-        message = failure_file.read_text(errors="replace")[:FAILURE_REASON_CHARS]
+        if not stat.S_ISREG(os.lstat(failure_file).st_mode):
+            return ""
+        descriptor = os.open(failure_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(descriptor, "rb") as file:
+            head = file.read(FAILURE_REASON_CHARS * 4)  # UTF-8: at most 4 bytes a character
     except OSError:
-        message = ""
-    return f"AlgorithmError: {message}, exit code: {exit_code}"
+        return ""
+    return head.decode("utf-8", errors="replace")[:FAILURE_REASON_CHARS]
