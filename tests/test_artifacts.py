@@ -130,6 +130,29 @@ def test_failure_reason_counts_characters_not_bytes(tmp_path: Path) -> None:
     assert failure_reason(1, failure) == f"AlgorithmError: {'é' * 1024}, exit code: 1"
 
 
+@pytest.mark.parametrize("kind", ["symlink-to-host-file", "fifo", "directory"])
+def test_only_a_regular_failure_file_is_read(tmp_path: Path, kind: str) -> None:
+    # The container made this path: a link's target would be the HOST's file, a FIFO would
+    # block the emulator forever.
+    secret = tmp_path / "host-secret"
+    secret.write_text("the host's own file")
+    failure = tmp_path / "failure"
+    if kind == "symlink-to-host-file":
+        failure.symlink_to(secret)
+    elif kind == "fifo":
+        os.mkfifo(failure)
+    else:
+        failure.mkdir()
+    assert failure_reason(1, failure) == "AlgorithmError: , exit code: 1"
+
+
+def test_a_huge_failure_file_is_not_read_whole(tmp_path: Path) -> None:
+    failure = tmp_path / "failure"
+    with failure.open("wb") as file:
+        file.truncate(2**36)  # 64 GiB, sparse: reading it whole would exhaust memory
+    assert failure_reason(1, failure) == f"AlgorithmError: {chr(0) * 1024}, exit code: 1"
+
+
 def test_a_failure_file_that_is_not_utf8_is_still_reported(tmp_path: Path) -> None:
     failure = tmp_path / "failure"
     failure.write_bytes(b"bad byte \xff here")
@@ -226,3 +249,19 @@ def test_a_job_whose_model_holds_symlinks_completes_and_keeps_them(
         links = {p.name: os.readlink(p) for p in model.iterdir() if p.is_symlink()}
     assert links == {"latest.pt": "/opt/ml/model/epoch-3.pt", "host": "/etc/hostname"}
     assert jobs.leftovers(request["TrainingJobName"]) == []
+
+
+@pytest.mark.docker
+def test_a_failure_file_linked_to_a_host_path_is_not_reported(jobs: JobRunner) -> None:
+    secret = jobs.output / "host-secret"
+    secret.write_text("the host's own file")
+    script = f"ln -s {secret} /opt/ml/output/failure; exit 4"
+    request = jobs.request(
+        AlgorithmSpecification={
+            "TrainingImage": PROBE,
+            "TrainingInputMode": "File",
+            "ContainerEntrypoint": ["sh", "-c", script],
+        }
+    )
+    record = jobs.run(request)
+    assert record["FailureReason"] == "AlgorithmError: , exit code: 4"
