@@ -23,19 +23,15 @@ from typing import Any, BinaryIO
 
 from emulator.errors import SourceError
 from emulator.progress import NO_PROGRESS, Progress
+from emulator.sources import is_s3_uri, open_uri
 from emulator.sources.base import Entry, Source, safe_relative_path
+from emulator.sources.local import LocalSource, local_path
 
 MANIFEST_SHAPE = 'a JSON array: [{"prefix": "s3://bucket/prefix/"}, "key1", "key2", ...]'
 
 
-def _is_s3(uri: str) -> bool:
-    return uri.startswith(("s3://", "https://"))
-
-
 def read_manifest(uri: str) -> tuple[str, list[str]]:
     """The prefix and the keys of the ManifestFile at ``uri``."""
-    from emulator.sources import open_uri
-
     with open_uri(uri) as stream:
         raw = stream.read()
     return parse_manifest(raw, uri)
@@ -88,21 +84,19 @@ class ManifestSource(_ResolvedSource):
 
     def entries(self) -> list[Entry]:
         prefix, keys = read_manifest(self.uri)
-        if _is_s3(prefix):
-            from emulator.sources.s3 import S3Source
+        if is_s3_uri(prefix):
+            from emulator.sources.s3 import S3Source  # boto3 only when S3 is used
 
             s3 = S3Source(prefix)
             self._backend = s3
             return s3.stat_keys(keys, origin=self.uri)
-        if _is_s3(self.uri):
+        if is_s3_uri(self.uri):
             raise SourceError(
                 f"{self.uri}: a manifest stored in S3 must have an S3 prefix, not {prefix!r}"
             )
         return self._local_entries(_local_root(prefix, self.uri), keys)
 
     def _local_entries(self, root: str, keys: list[str]) -> list[Entry]:
-        from emulator.sources.local import LocalSource
-
         self._backend = LocalSource(root)
         entries, missing = [], []
         for key in keys:
@@ -123,8 +117,6 @@ class ManifestSource(_ResolvedSource):
 
 def _local_root(prefix: str, manifest_uri: str) -> str:
     """The local PREFIX as an absolute path string, its trailing '/' kept (PREFIX + key)."""
-    from emulator.sources.local import local_path
-
     if prefix.startswith("file://"):
         root = str(local_path(prefix))
     else:  # relative to the manifest's folder; an absolute path replaces it
@@ -136,7 +128,7 @@ class AugmentedManifestSource(_ResolvedSource):
     """The augmented manifest object itself (Pipe mode reads its lines)."""
 
     def entries(self) -> list[Entry]:
-        if _is_s3(self.uri):
+        if is_s3_uri(self.uri):
             from emulator.sources.s3 import S3Source, parse_s3_uri
 
             location = parse_s3_uri(self.uri)
@@ -146,8 +138,6 @@ class AugmentedManifestSource(_ResolvedSource):
             s3 = S3Source(location.uri(folder + "/" if folder else ""))
             self._backend = s3
             return s3.stat_keys([name], origin=self.uri)
-        from emulator.sources.local import LocalSource
-
         local = LocalSource(self.uri)
         if not local.path.is_file():
             raise SourceError(f"{self.uri}: no such augmented manifest file")
