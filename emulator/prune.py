@@ -107,10 +107,12 @@ def _gone(pid: int) -> bool:
 
 
 def stop_process(pid: int) -> None:
-    """SIGTERM, then SIGKILL after SERVER_EXIT_SECONDS; reaped when it is our child."""
-    for number in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, number)
+    """SIGTERM (and SIGCONT, should it be stopped), then SIGKILL after SERVER_EXIT_SECONDS;
+    reaped when it is our child."""
+    for numbers in ((signal.SIGTERM, signal.SIGCONT), (signal.SIGKILL,)):
+        for number in numbers:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, number)
         deadline = time.monotonic() + SERVER_EXIT_SECONDS
         while time.monotonic() < deadline:
             with contextlib.suppress(ChildProcessError):
