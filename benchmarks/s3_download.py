@@ -7,7 +7,7 @@ objects and a few big ones, then times, on the same data and the same client set
     sequential        for each key: get_object + copy the body to a file
     parallel          ThreadPoolExecutor(16) over client.download_file
 
-and prints MB/s per data set and the emulator's speed-up over each baseline. Everything it
+and prints MiB/s per data set and the emulator's speed-up over each baseline. Everything it
 started or wrote is removed at the end.
 
     .venv/bin/python benchmarks/s3_download.py [--small-count 500] [--big-count 4] [--repeat 3]
@@ -107,9 +107,9 @@ def bench(server: S3Server, bucket: str, prefix: str, scratch: Path, repeat: int
     for _ in range(repeat):  # interleaved, best of each: drifts hit every contender alike
         for name, run in runs.items():
             seconds[name] = min(seconds[name], timed(run, scratch, entries))
-    print(f"\n{prefix} {len(entries)} objects, {total:.0f} MiB (best of {repeat})")
+    print(f"\n{prefix or 'all'} {len(entries)} objects, {total:.0f} MiB (best of {repeat})")
     for name, took in seconds.items():
-        print(f"  {name:<11} {total / took:8.1f} MB/s  {took:6.2f} s")
+        print(f"  {name:<11} {total / took:8.1f} MiB/s  {took:6.2f} s")
     for name in ("sequential", "parallel"):
         print(f"  emulator / {name:<10} {seconds[name] / seconds['emulator']:6.2f}x")
 
