@@ -1,0 +1,187 @@
+"""GPUs and CPU/memory limits of instance types (CONTRACT.md section 6): device requests in the
+container's configuration, a clear refusal before start where the engine has no GPUs (unless
+--gpus 0), and limits behind --apply-instance-limits."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from emulator.container import ContainerPlan, DockerEngine
+from emulator.errors import EnvironmentProblem
+from emulator.instances import ALL_GPUS, GIB, NANO, gpu_count, instance_limits, parse_gpus
+from emulator.store import JobStore
+from tests.fixtures.inspect import inspecting_sink
+from tests.fixtures.jobs import PROBE, JobRunner, unique_name
+
+EMULATOR = [sys.executable, "-m", "emulator.cli"]
+
+
+def one_host(instance_type: str) -> dict[str, Any]:
+    return {"InstanceType": instance_type, "InstanceCount": 1, "VolumeSizeInGB": 1}
+
+
+@pytest.fixture(scope="module")
+def engine_has_gpus() -> bool:
+    engine = DockerEngine()
+    try:
+        return engine.gpu_support()
+    finally:
+        engine.close()
+
+
+@pytest.fixture
+def no_gpus(engine_has_gpus: bool) -> None:
+    if engine_has_gpus:
+        pytest.skip("this engine can give containers GPUs")
+
+
+# -- the tables ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "gpus"),
+    [
+        ("ml.m5.large", 0),
+        ("ml.c5.xlarge", 0),
+        ("local", 0),
+        ("ml.trn1.2xlarge", 0),
+        ("ml.g4dn.xlarge", 1),
+        ("ml.g4dn.16xlarge", 1),
+        ("ml.g5.2xlarge", 1),
+        ("ml.p3.2xlarge", 1),
+        ("ml.g4dn.12xlarge", 4),
+        ("ml.g5.12xlarge", 4),
+        ("ml.g5.24xlarge", 4),
+        ("ml.p3.8xlarge", 4),
+        ("ml.g5.48xlarge", 8),
+        ("ml.p3.16xlarge", 8),
+        ("ml.p3dn.24xlarge", 8),
+        ("ml.p4d.24xlarge", 8),
+        ("ml.p4de.24xlarge", 8),
+        ("ml.p5.48xlarge", 8),
+        ("local_gpu", ALL_GPUS),
+        ("ml.g7.2xlarge", ALL_GPUS),  # a GPU family the table does not know: every GPU
+    ],
+)
+def test_gpus_of_instance_types(instance_type: str, gpus: int) -> None:
+    assert gpu_count(instance_type) == gpus
+
+
+@pytest.mark.parametrize(("text", "gpus"), [("0", 0), ("2", 2), ("all", ALL_GPUS), ("ALL", -1)])
+def test_the_gpus_flag(text: str, gpus: int) -> None:
+    assert parse_gpus(text) == gpus
+
+
+@pytest.mark.parametrize("text", ["-1", "two", "", "1.5"])
+def test_the_gpus_flag_refuses_other_values(text: str) -> None:
+    with pytest.raises(ValueError, match="number of GPUs"):
+        parse_gpus(text)
+
+
+def test_instance_limits_are_the_instance_types_capped_at_the_engines_cpus() -> None:
+    assert instance_limits("ml.m5.large", 64) == instance_limits("ml.m5.large", 2)
+    limits = instance_limits("ml.m5.large", 64)
+    assert (limits.nano_cpus, limits.memory_bytes, limits.note) == (2 * NANO, 8 * GIB, None)
+    capped = instance_limits("ml.m5.4xlarge", 6)
+    assert (capped.nano_cpus, capped.memory_bytes) == (6 * NANO, 64 * GIB)
+    assert capped.note is not None and "16 vCPUs" in capped.note
+    unknown = instance_limits("local", 8)
+    assert (unknown.nano_cpus, unknown.memory_bytes) == (None, None)
+    assert unknown.note is not None and "no limits" in unknown.note
+
+
+# -- on the engine ------------------------------------------------------------------------
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize(
+    ("instance_type", "gpus", "said"),
+    [
+        ("ml.g4dn.xlarge", None, "ml.g4dn.xlarge has 1 GPU per host"),
+        ("ml.p3.8xlarge", None, "ml.p3.8xlarge has 4 GPUs per host"),
+        ("local_gpu", None, "local_gpu has all GPUs per host"),
+        ("ml.m5.large", ALL_GPUS, "--gpus asks for all GPUs per host"),
+    ],
+)
+def test_gpus_are_refused_before_start_on_an_engine_without_them(
+    jobs: JobRunner, no_gpus: None, instance_type: str, gpus: int | None, said: str
+) -> None:
+    request = jobs.request(ResourceConfig=one_host(instance_type))
+    with pytest.raises(EnvironmentProblem) as refused:
+        jobs.run(request, gpus=gpus)
+    message = str(refused.value)
+    assert said in message
+    assert "cannot give containers GPUs" in message
+    assert "--gpus 0" in message
+    assert JobStore(jobs.home).all_jobs() == []  # nothing was created
+    assert jobs.leftovers(request["TrainingJobName"]) == []
+
+
+@pytest.mark.docker
+def test_gpus_0_runs_a_gpu_instance_type_without_gpus(jobs: JobRunner, no_gpus: None) -> None:
+    seen: dict[str, dict[str, Any]] = {}
+    request = jobs.request(ResourceConfig=one_host("ml.g4dn.xlarge"))
+    record = jobs.run(request, gpus=0, log_sink=inspecting_sink(jobs, request, seen))
+    assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
+    assert not seen["algo-1"]["HostConfig"].get("DeviceRequests")
+
+
+@pytest.mark.docker
+def test_the_cli_refuses_gpus_with_a_clear_message_and_runs_with_gpus_0(
+    jobs: JobRunner, no_gpus: None
+) -> None:
+    env = {**os.environ, "EMULATOR_HOME": str(jobs.home), "TMPDIR": str(jobs.work_root)}
+    base = [*EMULATOR, "run", "--quiet", "--image", PROBE, "--output", str(jobs.output)]
+    base += ["--instance-type", "ml.g4dn.xlarge"]
+    refused = subprocess.run(
+        [*base, "--job-name", unique_name()], env=env, capture_output=True, text=True
+    )
+    assert refused.returncode == 2
+    assert "ml.g4dn.xlarge has 1 GPU per host" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    ran = subprocess.run(
+        [*base, "--gpus", "0", "--job-name", unique_name()], env=env, capture_output=True, text=True
+    )
+    assert ran.returncode == 0, ran.stderr
+    wrong = subprocess.run([*base, "--gpus", "many"], env=env, capture_output=True, text=True)
+    assert wrong.returncode == 2 and "--gpus" in wrong.stderr
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize(("gpus", "count"), [(1, 1), (4, 4), (ALL_GPUS, -1)])
+def test_gpus_are_asked_with_a_device_request(gpus: int, count: int) -> None:
+    # Created, never started: the configuration is what the engine would give the GPU driver.
+    engine = DockerEngine()
+    job = unique_name("gpu")
+    network = engine.create_network(f"sm-{job}", job, internal=False, hosts=1)
+    try:
+        plan = ContainerPlan(
+            job=job,
+            host="algo-1",
+            image=PROBE,
+            network=network.name,
+            entrypoint=None,
+            command=["train"],
+            environment={},
+            mounts=[],
+            gpus=gpus,
+            address=network.address(0),
+            hosts_file=network.hosts_file(["algo-1"]),
+        )
+        container = engine.create_container(plan, f"sm-{job}-algo-1")
+        try:
+            requests = container.inspect()["HostConfig"]["DeviceRequests"]
+        finally:
+            container.remove()
+    finally:
+        engine.remove_network(network.name)
+        engine.close()
+    wanted = ("Driver", "Count", "Capabilities")
+    assert [{key: r[key] for key in wanted} for r in requests] == [
+        {"Driver": "", "Count": count, "Capabilities": [["gpu"]]}
+    ]
