@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
+import io
 import json
 import os
 import stat
@@ -13,11 +15,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import pytest
 
-from emulator.channels.pipe import PipeChannel
-from emulator.channels.pipe_items import CHUNK_SIZE, PipeItems, Shard
+from emulator.channels.pipe import SPLICE_MIN, PipeChannel
+from emulator.channels.pipe_items import CHUNK_SIZE, PipeItem, PipeItems, Shard
 from emulator.errors import SourceError
 from emulator.sources import Entry
 from emulator.sources.local import LocalSource
@@ -354,3 +357,114 @@ def test_start_fails_clearly_when_the_data_dir_is_missing(tmp_path: Path) -> Non
     items = items_of(make_files(tmp_path / "src", {"x": b"1"}))
     with pytest.raises(Exception, match="cannot create the Pipe-mode FIFO"):
         PipeChannel("train", tmp_path / "missing", items).start()
+
+
+# --- regular files: splice, pread, and Source streams over files ---------------------------
+
+
+@pytest.fixture
+def spliced(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The byte counts moved by every os.splice call (the real one) during the test."""
+    moves: list[int] = []
+    real_splice = os.splice
+
+    def counting_splice(src: int, dst: int, count: int, **kwargs: Any) -> int:
+        moved = real_splice(src, dst, count, **kwargs)
+        moves.append(moved)
+        return moved
+
+    monkeypatch.setattr(os, "splice", counting_splice)
+    return moves
+
+
+def test_large_local_files_are_spliced_small_ones_coalesced(
+    tmp_path: Path, data_dir: Path, spliced: list[int]
+) -> None:
+    files = {f"small{n:03}": os.urandom(100 + n) for n in range(200)}
+    files["big"] = os.urandom(SPLICE_MIN * 3 + 5)
+    source = make_files(tmp_path / "src", files)
+    for record_io in (False, True):
+        spliced.clear()
+        with PipeChannel("t", data_dir, items_of(source), record_io=record_io):
+            data = read_epoch(data_dir / "t_0")
+        if record_io:
+            assert [p for _, p in decode(data)] == [files[name] for name in sorted(files)]
+        else:
+            assert data == in_key_order(files)
+        assert sum(spliced) == len(files["big"])  # only the big one
+
+
+def test_where_splice_is_refused_files_are_read_and_written(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+
+    def refuse(*args: object, **kwargs: object) -> int:
+        calls.append(args)
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(os, "splice", refuse)
+    files = {"a": os.urandom(3 * CHUNK_SIZE + 1), "b": os.urandom(SPLICE_MIN + 2)}
+    source = make_files(tmp_path / "src", files)
+    with PipeChannel("t", data_dir, items_of(source), record_io=True) as channel:
+        for epoch in range(2):
+            records = decode(read_epoch(data_dir / f"t_{epoch}"))
+            assert [p for _, p in records] == [files["a"], files["b"]]
+    assert channel.error is None
+    assert len(calls) == 2  # tried once per epoch, then pread and write
+
+
+def test_a_source_stream_over_a_regular_file_is_sent_by_offset(
+    tmp_path: Path, data_dir: Path, spliced: list[int]
+) -> None:
+    """Streams of other Sources (a ManifestFile over local files) that are files, and streams
+    that are not (S3 bodies), read from their current position."""
+    big = os.urandom(2 * CHUNK_SIZE + 3)
+    (tmp_path / "big").write_bytes(b"skipped" + big)
+
+    def at_offset() -> BinaryIO:
+        stream = open(tmp_path / "big", "rb")  # noqa: SIM115 (the feeder closes it)
+        stream.seek(7)
+        return stream
+
+    items = [
+        PipeItem("file", at_offset, len(big)),
+        PipeItem("memory", lambda: io.BytesIO(b"not a file"), 10),
+    ]
+    pipe_items = PipeItems(len(items), lambda index: (items[index],))
+    for record_io in (False, True):
+        spliced.clear()
+        with PipeChannel("t", data_dir, pipe_items, record_io=record_io) as channel:
+            data = read_epoch(data_dir / "t_0")
+        assert channel.error is None
+        assert sum(spliced) == len(big)
+        if record_io:
+            assert [p for _, p in decode(data)] == [big, b"not a file"]
+        else:
+            assert data == big + b"not a file"
+
+
+def test_a_local_file_replaced_by_a_fifo_fails_the_channel_without_blocking(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    source = make_files(tmp_path / "src", {"a": b"1234"})
+    entries = source.entries()
+    (tmp_path / "src" / "a").unlink()
+    os.mkfifo(tmp_path / "src" / "a")
+    with PipeChannel("t", data_dir, PipeItems.from_source(source, entries)) as channel:
+        assert read_epoch(data_dir / "t_0") == b""
+        wait_for(lambda: channel.error is not None)
+    assert "is not a regular file" in str(channel.error)
+
+
+def test_a_recordio_object_that_grew_fails_before_its_header(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    source = make_files(tmp_path / "src", {"a": b"1234", "b": b"5678"})
+    entries = source.entries()
+    (tmp_path / "src" / "b").write_bytes(b"56789")
+    with PipeChannel("t", data_dir, PipeItems.from_source(source, entries), record_io=True) as ch:
+        data = read_epoch(data_dir / "t_0")
+        wait_for(lambda: ch.error is not None)
+    assert decode(data) in ([], [(0, b"1234")])  # no header of b, no partial record
+    assert "b: the file now holds 5 bytes (expected 4)" in str(ch.error)

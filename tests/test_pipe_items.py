@@ -72,6 +72,8 @@ def test_items_from_a_source_follow_entries_and_carry_sizes(tmp_path: Path) -> N
     ]
     with items[2].open() as stream:
         assert stream.read() == b"333"
+    # Local files carry their path: the Pipe feeder opens them itself.
+    assert [i.path for i in items] == [str(tmp_path / n) for n in ("a", "b", "c/d")]
 
 
 def write_manifest(path: Path, lines: list[object]) -> str:
@@ -102,6 +104,18 @@ def test_manifest_items_per_attribute_in_attribute_order(tmp_path: Path) -> None
         (b"3", True, 1),
         (b"\x00blob", False, None),
         ("héllo".encode(), True, 6),
+    ]
+    assert [item.path for item in items.epoch(0)] == [str(blob), None, str(blob), None]
+
+
+def test_manifest_refs_outside_the_local_disk_have_no_path(tmp_path: Path) -> None:
+    uri = write_manifest(
+        tmp_path / "m.jsonl",
+        [{"a-ref": "s3://bucket/key"}, {"a-ref": "file://otherhost/x"}],
+    )
+    assert [i.path for i in PipeItems.from_augmented_manifest(uri, ["a-ref"]).epoch(0)] == [
+        None,
+        None,  # open_uri refuses it when the item is sent
     ]
 
 

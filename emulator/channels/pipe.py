@@ -19,9 +19,20 @@ Layout and lifecycle of a ``PipeChannel``:
 
 Writing: items are read CHUNK_SIZE bytes at a time and written with os.write on the FIFO's fd.
 Small pieces (RecordIO headers and padding, small objects, inline manifest values) are coalesced
-into writes of up to CHUNK_SIZE; the buffer is flushed before every item that must be opened
-(an S3 GET may be slow: the reader should not wait for bytes already at hand). The FIFO's pipe
-buffer is raised to 1 MiB where the system allows it.
+into writes of up to CHUNK_SIZE (one write per 4 KiB object would cost more than the object:
+each write wakes the reader). The buffer is flushed before every item that must be opened
+through its Source (an S3 GET may be slow: the reader should not wait for bytes already at
+hand), but not before a local file (``PipeItem.path``), which opens in microseconds. The FIFO's
+pipe buffer is raised to 1 MiB where the system allows it.
+
+Regular files that need no gunzipping are sent by offset, not through a Python file object:
+a ``PipeItem.path`` (objects of a LocalSource, local ``-ref`` files) is opened with os.open,
+and a Source stream that is a regular file is used through its fd. Their size comes from
+fstat. From SPLICE_MIN bytes up the payload is moved into the FIFO with splice(2): page-cache
+pages go into the pipe without a copy through this process, so the container reads about as
+fast as from the file itself (benchmarks/pipe_throughput.py); where splice is refused (EINVAL
+on some file systems) the same bytes go with pread and write. Smaller files are pread whole
+and coalesced as above (a spliced page takes a pipe-buffer slot however few bytes it holds).
 
 RecordIO needs a record's length before its payload. Objects use their listed ``Entry.size`` (an
 object whose size changed since listing fails the channel). A payload whose length is unknown
@@ -38,16 +49,20 @@ finds no next FIFO), logs the error and keeps it in ``PipeChannel.error`` for th
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import io
 import logging
 import os
 import select
+import stat
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 from emulator.channels.pipe_items import (
     CHUNK_SIZE,
@@ -57,7 +72,7 @@ from emulator.channels.pipe_items import (
     iter_chunks,
     known_length,
 )
-from emulator.channels.recordio import RecordFramer, RecordLengthError
+from emulator.channels.recordio import RecordFramer, RecordLengthError, header, padding, parts
 from emulator.errors import EnvironmentProblem, SourceError
 from emulator.spec import ChannelSpec
 
@@ -67,6 +82,8 @@ SPOOL_MEMORY = 16 * 1024 * 1024
 PIPE_BUFFER = 1024 * 1024
 FIFO_MODE = 0o644
 STOP_TIMEOUT = 10.0  # seconds stop() waits for a thread stuck in a source read
+SPLICE_MIN = 128 * 1024  # local files at least this big are spliced into the FIFO
+_SPLICE_REFUSED = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
 
 
 class _Stopped(Exception):
@@ -104,6 +121,7 @@ class _FifoWriter:
         self._stop = stop
         self._counters = counters
         self._buffer = bytearray()
+        self._splice = hasattr(os, "splice")  # False once the kernel refused it
         self._poll = select.poll()
         self._poll.register(fd, select.POLLOUT)
         self._poll.register(wake_fd, select.POLLIN)
@@ -136,6 +154,49 @@ class _FifoWriter:
                 raise _ReaderClosed from exc
             view = view[written:]
             self._counters.bytes_written += written
+
+    def send_file(self, fd: int, offset: int, count: int) -> int:
+        """Send ``count`` bytes of the regular file ``fd`` from ``offset``; return how many were
+        sent (fewer only when the file ends sooner). Spliced from SPLICE_MIN bytes up, else read
+        and coalesced like any small piece."""
+        if count < SPLICE_MIN:
+            data = os.pread(fd, count, offset) if count else b""
+            self.write(data)
+            return len(data)
+        self.flush()
+        sent = 0
+        while sent < count:
+            if self._stop.is_set():
+                raise _Stopped
+            want = min(PIPE_BUFFER, count - sent)
+            try:
+                moved = self._move(fd, offset + sent, want)
+            except BlockingIOError:
+                self._wait()
+                continue
+            except BrokenPipeError as exc:
+                raise _ReaderClosed from exc
+            if not moved:
+                break
+            sent += moved
+        return sent
+
+    def _move(self, fd: int, offset: int, count: int) -> int:
+        if self._splice:
+            try:
+                moved = os.splice(
+                    fd, self._fd, count, offset_src=offset, flags=os.SPLICE_F_NONBLOCK
+                )
+            except OSError as exc:
+                if exc.errno not in _SPLICE_REFUSED:
+                    raise
+                self._splice = False
+            else:
+                self._counters.bytes_written += moved
+                return moved
+        data = os.pread(fd, count, offset)
+        self._write_all(data)
+        return len(data)
 
     def _wait(self) -> None:
         """Until the reader makes room, closes (POLLERR; the next write fails) or stop()."""
@@ -344,8 +405,8 @@ class PipeChannel:
     def _serve_epoch(self, writer: _FifoWriter, epoch: int) -> None:
         try:
             for item in self.items.epoch(epoch):
-                if not item.inline:
-                    writer.flush()
+                if not item.inline and item.path is None:
+                    writer.flush()  # opening it may take long (an S3 GET)
                 self._send(writer, item)
             writer.flush()
         except _ReaderClosed:
@@ -355,9 +416,16 @@ class PipeChannel:
         self._counters.completed += 1
 
     def _send(self, writer: _FifoWriter, item: PipeItem) -> None:
+        gunzipping = self.gzip and not item.inline
+        if item.path is not None and not gunzipping:
+            self._send_path(writer, item, item.path)
+            return
         try:
             with item.open() as stream:
-                gunzipping = self.gzip and not item.inline
+                local = None if gunzipping or item.inline else _regular_file(stream)
+                if local is not None:
+                    self._send_file(writer, item, *local)
+                    return
                 chunks = self._checked(iter_chunks(stream))
                 if gunzipping:
                     chunks = gunzip(chunks, item.name)
@@ -396,12 +464,70 @@ class PipeChannel:
                 f"{item.name}: {exc} (expected {length}); was it modified while being read?"
             ) from exc
 
+    def _send_path(self, writer: _FifoWriter, item: PipeItem, path: str) -> None:
+        """An item that is a local file: opened here (cheaper than a Python file object)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO never blocks
+        except OSError as exc:
+            raise SourceError(f"{item.name}: cannot open {path} ({exc.strerror})") from exc
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise SourceError(f"{item.name}: {path} is not a regular file")
+            self._send_file(writer, item, fd, 0, info.st_size)
+        except OSError as exc:
+            raise SourceError(f"{item.name}: cannot read {path} ({exc.strerror})") from exc
+        finally:
+            os.close(fd)
+
+    def _send_file(
+        self, writer: _FifoWriter, item: PipeItem, fd: int, start: int, file_size: int
+    ) -> None:
+        """A regular file from ``start`` to its end (``file_size``, from fstat): as-is, or
+        framed as one RecordIO record of the item's listed size."""
+        available = file_size - start
+        if not self.record_io:
+            writer.send_file(fd, start, available)
+            return
+        length = available if item.size is None else item.size
+        if available != length:
+            raise _changed(item, length, f"the file now holds {available} bytes")
+        offset = start
+        for flag, size in parts(length):
+            writer.write(header(size, flag))
+            if writer.send_file(fd, offset, size) < size:
+                raise _changed(item, length, "fewer payload bytes than the record length")
+            offset += size
+            writer.write(padding(size))
+
     def _checked(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
         """Stop between chunks too (spooling does not go through the FIFO writer)."""
         for chunk in chunks:
             if self._stop.is_set():
                 raise _Stopped
             yield chunk
+
+
+def _changed(item: PipeItem, length: int, problem: str) -> SourceError:
+    return SourceError(
+        f"{item.name}: {problem} (expected {length}); was it modified while being read?"
+    )
+
+
+def _regular_file(stream: BinaryIO) -> tuple[int, int, int] | None:
+    """(fd, position, file size) of a stream that is a plain file object (``open(path, "rb")``)
+    over a regular file, else None (S3 bodies; wrappers that transform what they read)."""
+    if not isinstance(getattr(stream, "raw", stream), io.FileIO):
+        return None
+    try:
+        fd = stream.fileno()
+        info = os.fstat(fd)
+        position = stream.tell()
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is both
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    return fd, position, info.st_size
 
 
 def _grow_pipe(fd: int) -> None:

@@ -43,7 +43,8 @@ from dataclasses import dataclass
 from typing import IO, BinaryIO
 
 from emulator.errors import SourceError
-from emulator.sources import Entry, Source, open_uri
+from emulator.sources import Entry, Source, is_s3_uri, open_uri
+from emulator.sources.local import LocalSource, local_path
 
 CHUNK_SIZE = 1024 * 1024
 REF_SUFFIX = "-ref"
@@ -53,12 +54,15 @@ _GZIP_WBITS = 16 + zlib.MAX_WBITS  # gzip header and trailer required
 @dataclass(frozen=True)
 class PipeItem:
     """One payload. ``size`` is its stored length when known before opening (None: unknown);
-    ``inline`` payloads are bytes in memory: opening them is free and they are never gunzipped."""
+    ``inline`` payloads are bytes in memory: opening them is free and they are never gunzipped.
+    ``path``, when set, is a local file holding the payload, which a reader may open itself
+    instead of calling ``open`` (the Pipe feeder does: os.open and splice, no file object)."""
 
     name: str
     open: Callable[[], BinaryIO]
     size: int | None
     inline: bool = False
+    path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -116,11 +120,13 @@ class PipeItems:
     ) -> PipeItems:
         """One item per entry (entries in key order, as ``Source.entries()`` lists them)."""
         entries = list(entries)
+        local = isinstance(source, LocalSource)  # its entries' locations are file paths
 
         def expand(index: int) -> Sequence[PipeItem]:
             entry = entries[index]
             opener = functools.partial(source.open, entry)
-            return (PipeItem(entry.relative_path, opener, entry.size),)
+            path = entry.location if local else None
+            return (PipeItem(entry.relative_path, opener, entry.size, path=path),)
 
         return cls(len(entries), expand, shuffle_seed=shuffle_seed, shard=shard)
 
@@ -211,8 +217,24 @@ def _line_items(
             opener = functools.partial(io.BytesIO, value)
             items.append(PipeItem(label, opener, len(value), inline=True))
         else:
-            items.append(PipeItem(f"{label} ({value})", functools.partial(open_uri, value), None))
+            ref = PipeItem(
+                f"{label} ({value})",
+                functools.partial(open_uri, value),
+                None,
+                path=_local_file(value),
+            )
+            items.append(ref)
     return tuple(items)
+
+
+def _local_file(uri: str) -> str | None:
+    """The path of a -ref URI naming a local file (None for S3, or a URI open_uri refuses)."""
+    if is_s3_uri(uri):
+        return None
+    try:
+        return str(local_path(uri))
+    except SourceError:
+        return None  # open_uri reports it when the item is sent
 
 
 def iter_chunks(stream: IO[bytes], size: int = CHUNK_SIZE) -> Iterator[bytes]:
