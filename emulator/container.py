@@ -14,8 +14,11 @@ every host gets a fixed address in it (algo-1 = .2, algo-2 = .3, ...) and every 
 /etc/hosts lists every host from the first instant (``extra_hosts``).
 
 Security defaults: containers are never privileged, join no host namespace (network, PID, IPC,
-UTS, user) and get no added capabilities; the job network is ``internal`` (no route out) under
-EnableNetworkIsolation.
+UTS, user) and get no added capabilities. Under EnableNetworkIsolation the job network is
+``internal`` (the engine forwards nothing in or out of it) AND its bridge gets no address on
+the host (``inhibit_ipv4``): ``internal`` alone still lets containers reach every address of
+the host itself through the bridge's gateway address (Docker 20.10). The hosts of the job
+reach each other on the bridge as before.
 
 GPUs: a host's GPUs are asked for with a Docker device request (driver capability ``gpu``).
 The engine can honour that when it lists an ``nvidia`` runtime (``docker info``), or, for an
@@ -57,6 +60,7 @@ SUBNET_POOL = ipaddress.IPv4Network("172.16.0.0/12")
 DEFAULT_BRIDGE = ipaddress.IPv4Network("172.17.0.0/16")  # docker0's usual subnet
 NETWORK_ATTEMPTS = 20
 NVIDIA_HOOK = "nvidia-container-runtime-hook"
+INHIBIT_IPV4 = "com.docker.network.bridge.inhibit_ipv4"  # no address for the bridge on the host
 
 _EXEC_ERROR = re.compile(r'(exec: "[^"]*": [^:]+?)(?:: unknown)?$')
 
@@ -287,6 +291,7 @@ class DockerEngine:
                     internal=internal,
                     labels=job_labels(job),
                     ipam=docker.types.IPAMConfig(pool_configs=[pool]),
+                    options={INHIBIT_IPV4: "true"} if internal else None,
                     check_duplicate=True,
                 )
             except docker.errors.APIError as exc:
