@@ -9,6 +9,7 @@ Symbolic links to files are followed; links to directories are not (no loops, no
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
@@ -32,15 +33,18 @@ def local_path(uri: str) -> Path:
     return Path(uri).expanduser().absolute()
 
 
-def _walk_files(root: Path) -> list[Path]:
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
-        for name in filenames:
-            path = Path(dirpath, name)
-            if path.is_file():
-                found.append(path)
-    return found
+def _walk_files(directory: str, relative: str = "") -> Iterator[tuple[str, str, int]]:
+    """(relative path, absolute path, size) of every file below ``directory``.
+
+    os.scandir with plain strings: listing 20,000 files stays well under a second."""
+    with os.scandir(directory) as found:
+        children = sorted(found, key=lambda child: child.name)
+    for child in children:
+        name = f"{relative}{child.name}"
+        if child.is_dir(follow_symlinks=False):
+            yield from _walk_files(child.path, name + "/")
+        elif child.is_file():
+            yield name, child.path, child.stat().st_size
 
 
 class LocalSource(Source):
@@ -49,34 +53,40 @@ class LocalSource(Source):
         self.path = local_path(uri)
 
     def entries(self) -> list[Entry]:
-        pairs = self._resolve()
-        if not pairs:
+        try:
+            found = self._resolve()
+        except PermissionError as exc:
+            raise SourceError(f"{self.uri}: permission denied ({exc.filename})") from exc
+        if not found:
             raise SourceError(
                 f"{self.uri}: no files found; point the channel at a non-empty directory or a file"
             )
-        entries = [
-            Entry(safe_relative_path(rel), str(path), path.stat().st_size) for rel, path in pairs
-        ]
-        return sorted(entries)
+        return sorted(Entry(safe_relative_path(rel), path, size) for rel, path, size in found)
 
-    def _resolve(self) -> list[tuple[str, Path]]:
+    def _resolve(self) -> list[tuple[str, str, int]]:
         path = self.path
-        try:
-            if path.is_dir():
-                return [(p.relative_to(path).as_posix(), p) for p in _walk_files(path)]
-            if path.is_file():
-                return [(path.name, path)]
-            parent = path.parent
-            if not parent.is_dir():
-                raise SourceError(f"{self.uri}: no such file or directory")
-            pairs = []
-            for candidate in _walk_files(parent):
-                rel = candidate.relative_to(parent).as_posix()
-                if rel.startswith(path.name):
-                    pairs.append((rel[len(path.name) :].lstrip("/"), candidate))
-            return pairs
-        except PermissionError as exc:
-            raise SourceError(f"{self.uri}: permission denied ({exc.filename})") from exc
+        if path.is_dir():
+            return list(_walk_files(str(path)))
+        if path.is_file():
+            return [(path.name, str(path), path.stat().st_size)]
+        parent = path.parent
+        if not parent.is_dir():
+            raise SourceError(f"{self.uri}: no such file or directory")
+        # A string prefix of names, as S3 matches keys: only entries of the parent whose name
+        # starts with the prefix can match, so only those are walked.
+        found = []
+        with os.scandir(parent) as children:
+            matching = sorted(
+                (c for c in children if c.name.startswith(path.name)), key=lambda c: c.name
+            )
+        for child in matching:
+            rest = child.name[len(path.name) :]
+            if child.is_dir(follow_symlinks=False):
+                base = f"{rest}/" if rest else ""
+                found += list(_walk_files(child.path, base))
+            elif child.is_file():
+                found.append((rest or child.name, child.path, child.stat().st_size))
+        return found
 
     def open(self, entry: Entry) -> BinaryIO:
         return open(entry.location, "rb")
