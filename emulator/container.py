@@ -144,12 +144,18 @@ class OutputStream:
             yield int(stream), bytes(chunk)
 
     def close(self) -> None:
+        """Close the socket, waking a reader blocked on it (from any thread)."""
         # Over a unix socket docker-py hands out a SocketIO wrapper whose close() leaves the
-        # real socket open; close both (and the HTTP response, where one is attached).
-        for part in (self._sock, getattr(self._sock, "_sock", None)):
-            if part is not None:
+        # real socket open; close both (and the HTTP response, where one is attached). A
+        # shutdown first: close() alone does not wake a recv() blocked in another thread.
+        parts = [p for p in (self._sock, getattr(self._sock, "_sock", None)) if p is not None]
+        for part in parts:
+            if hasattr(part, "shutdown"):
                 with contextlib.suppress(OSError, ValueError):
-                    part.close()
+                    part.shutdown(socket.SHUT_RDWR)
+        for part in parts:
+            with contextlib.suppress(OSError, ValueError):
+                part.close()
 
 
 class Container:
@@ -160,11 +166,17 @@ class Container:
         self._handle = handle
         self.host = host
         self.id: str = handle.id
+        self._streams: list[OutputStream] = []
 
     def attach(self) -> OutputStream:
-        """The container's output from its start to its exit. Call before ``start``."""
+        """The container's output from its start to its exit. Call before ``start``.
+
+        The stream ends when the container exits, or at the latest when it is removed (the
+        engine never ends the stream of a container removed without having started)."""
         params = {"stdout": 1, "stderr": 1, "stream": 1, "logs": 1}
-        return OutputStream(self._engine.api.attach_socket(self.id, params=params))
+        stream = OutputStream(self._engine.api.attach_socket(self.id, params=params))
+        self._streams.append(stream)
+        return stream
 
     def start(self) -> None:
         try:
@@ -200,8 +212,13 @@ class Container:
                 raise
 
     def remove(self) -> None:
-        with contextlib.suppress(docker.errors.NotFound):
-            self._handle.remove(force=True, v=True)
+        """Remove the container (killed if running) and end its output streams. Idempotent."""
+        try:
+            with contextlib.suppress(docker.errors.NotFound):
+                self._handle.remove(force=True, v=True)
+        finally:
+            for stream in self._streams:
+                stream.close()
 
 
 def _timestamp(text: Any) -> float:

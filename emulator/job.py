@@ -353,8 +353,11 @@ class TrainingJob:
                 started.append(container)
         except StartFailed as exc:
             # The hosts already running are killed: the job cannot proceed without this one.
+            # Those never started are removed now: their output streams end only then.
             Supervisor(started, grace_seconds=0).stop_all()
             Supervisor(started, grace_seconds=0).wait_all()
+            for never_started in containers[len(started) :]:
+                never_started.remove()
             reason = f"AlgorithmError: {exc.reason}, exit code: {exc.exit_code}"
             if len(self.hosts) > 1:
                 reason = f"{reason} (host {containers[len(started)].host})"

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -288,3 +289,58 @@ def test_cli_interleaves_host_logs_live_with_a_prefix_and_keeps_every_hosts_metr
         ("algo-2", 0.2),
     ]
     assert jobs.leftovers(name) == []
+
+
+def test_a_host_ignoring_sigterm_is_killed_after_the_grace_while_the_others_save(
+    jobs: JobRunner,
+) -> None:
+    script = """
+    if [ $(hostname) = algo-1 ]; then trap 'echo ignoring' TERM
+    else trap 'echo t > /opt/ml/model/term-$(hostname); exit 143' TERM; fi
+    echo up; while :; do sleep 1; done
+    """
+    request = jobs.request(
+        ResourceConfig=cluster(2), StoppingCondition={"MaxRuntimeInSeconds": 1}, **shell(script)
+    )
+    started = time.monotonic()
+    record = jobs.run(request, stop_grace_seconds=2)
+    assert time.monotonic() - started < 30
+    assert (record["TrainingJobStatus"], record["SecondaryStatus"]) == (
+        "Stopped",
+        "MaxRuntimeExceeded",
+    )
+    assert jobs.model(record) == {"term-algo-2": b"t\n"}
+    assert ("algo-1", "ignoring") in jobs.logs
+    assert jobs.leftovers(request["TrainingJobName"]) == []
+
+
+def test_the_models_of_every_host_are_merged_algo_1_winning_clashes(jobs: JobRunner) -> None:
+    script = "me=$(hostname); echo $me > /opt/ml/model/weights; echo $me > /opt/ml/model/$me"
+    record = jobs.run(jobs.request(ResourceConfig=cluster(3), **shell(script)))
+    assert jobs.model(record) == {
+        "weights": b"algo-1\n",
+        "algo-1": b"algo-1\n",
+        "algo-2": b"algo-2\n",
+        "algo-3": b"algo-3\n",
+    }
+    assert any("weights" in notice and "algo-1" in notice for notice in jobs.notices)
+
+
+def test_a_host_that_cannot_start_fails_the_job_and_is_named(jobs: JobRunner) -> None:
+    threads_before = set(threading.enumerate())
+    request = jobs.request(
+        ResourceConfig=cluster(2),
+        AlgorithmSpecification={
+            "TrainingImage": "sagemaker-emulator/no-train:latest",
+            "TrainingInputMode": "File",
+        },
+    )
+    record = jobs.run(request)
+    assert record["TrainingJobStatus"] == "Failed"
+    assert record["FailureReason"] == (
+        'AlgorithmError: exec: "train": executable file not found in $PATH, exit code: 127 '
+        "(host algo-1)"
+    )
+    assert jobs.leftovers(request["TrainingJobName"]) == []
+    # algo-2 never started: the stream of its output ended when it was removed.
+    assert set(threading.enumerate()) - threads_before == set()
