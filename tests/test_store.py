@@ -136,16 +136,16 @@ def test_dead_jobs_are_marked_failed(store: JobStore) -> None:
 def _create_many(home: str, names: int, start: Any, results: Any) -> None:
     store = JobStore(Path(home))
     start.wait()
-    outcome = {"created": 0, "refused": 0, "errors": []}
+    created, refused, errors = 0, 0, []
     for i in range(names):
         try:
             store.create(record(f"job-{i}", "Completed"))
-            outcome["created"] += 1
+            created += 1
         except EmulatorError:
-            outcome["refused"] += 1
+            refused += 1
         except Exception as exc:  # what the user would see as a traceback
-            outcome["errors"].append(repr(exc))
-    results.put(outcome)
+            errors.append(repr(exc))
+    results.put({"created": created, "refused": refused, "errors": errors})
 
 
 def test_emulators_racing_for_one_name_get_it_once_and_a_clear_refusal(store: JobStore) -> None:
