@@ -179,9 +179,17 @@ class Container:
         return stream
 
     def start(self) -> None:
+        """Start the process; StartFailed when it cannot run, EnvironmentProblem when the
+        engine lacks what the container asks for (a GPU driver)."""
         try:
             self._handle.start()
         except docker.errors.APIError as exc:
+            message = str(exc.explanation or exc)
+            if "could not select device driver" in message:
+                raise EnvironmentProblem(
+                    f"The Docker engine cannot give {self.host} its GPUs ({message}): install "
+                    "the NVIDIA container toolkit for the engine, or run with --gpus 0"
+                ) from exc
             state = self._engine.api.inspect_container(self.id)["State"]
             raise _start_failure(exc, state.get("ExitCode")) from exc
 
@@ -374,6 +382,11 @@ class DockerEngine:
             )
         except docker.errors.ImageNotFound as exc:
             raise EnvironmentProblem(f"Image {plan.image!r} disappeared: {exc}") from exc
+        except docker.errors.APIError as exc:
+            raise EnvironmentProblem(
+                f"The Docker engine cannot create the container of {plan.host}: "
+                f"{exc.explanation or exc}"
+            ) from exc
         return Container(self, self.client.containers.get(created["Id"]), plan.host)
 
     def remove_orphans(self, owner_alive: Callable[[int], bool]) -> list[str]:

@@ -164,23 +164,25 @@ class TrainingJob:
     def _run(self, engine: DockerEngine) -> dict[str, Any]:
         channels = self._preflight(engine)
         self.store.create(self.record.describe(), replace=self.options.replace)
-        self._transition("Starting", "Preparing the instances for training")
         try:
             cleanup = ExitStack()
             try:
+                self._transition("Starting", "Preparing the instances for training")
                 self._run_stages(engine, channels, cleanup)
             finally:
                 with _signals_deferred() as deferred:
                     cleanup.close()
-                if deferred:
+                if deferred:  # the job ended as it did; the signal still ends the run
                     self.interrupted = True
         except KeyboardInterrupt:
             self._finish_interrupted()
             raise
         except EmulatorError as exc:
             self.record.fail(f"ClientError: {exc}")
-        if self.record.status == "InProgress":  # interrupted during the cleanup itself
-            self._finish_interrupted()
+        except Exception as exc:  # a bug of ours: the record must not stay InProgress
+            self.record.fail(f"InternalServerError: {type(exc).__name__}: {exc}")
+            self._save()
+            raise
         self._save()
         if self.interrupted:
             raise KeyboardInterrupt

@@ -7,11 +7,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
-from emulator.container import ContainerPlan, DockerEngine
+from emulator.container import Container, ContainerPlan, DockerEngine
 from emulator.errors import EnvironmentProblem
 from emulator.instances import ALL_GPUS, GIB, NANO, gpu_count, instance_limits, parse_gpus
 from emulator.store import JobStore
@@ -152,10 +154,9 @@ def test_the_cli_refuses_gpus_with_a_clear_message_and_runs_with_gpus_0(
     assert wrong.returncode == 2 and "--gpus" in wrong.stderr
 
 
-@pytest.mark.docker
-@pytest.mark.parametrize(("gpus", "count"), [(1, 1), (4, 4), (ALL_GPUS, -1)])
-def test_gpus_are_asked_with_a_device_request(gpus: int, count: int) -> None:
-    # Created, never started: the configuration is what the engine would give the GPU driver.
+@contextmanager
+def gpu_container(gpus: int) -> Iterator[Container]:
+    """A created (not started) probe container asking for ``gpus``; removed afterwards."""
     engine = DockerEngine()
     job = unique_name("gpu")
     network = engine.create_network(f"sm-{job}", job, internal=False, hosts=1)
@@ -175,13 +176,31 @@ def test_gpus_are_asked_with_a_device_request(gpus: int, count: int) -> None:
         )
         container = engine.create_container(plan, f"sm-{job}-algo-1")
         try:
-            requests = container.inspect()["HostConfig"]["DeviceRequests"]
+            yield container
         finally:
             container.remove()
     finally:
         engine.remove_network(network.name)
         engine.close()
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize(("gpus", "count"), [(1, 1), (4, 4), (ALL_GPUS, -1)])
+def test_gpus_are_asked_with_a_device_request(gpus: int, count: int) -> None:
+    # Created, never started: the configuration is what the engine would give the GPU driver.
+    with gpu_container(gpus) as container:
+        requests = container.inspect()["HostConfig"]["DeviceRequests"]
     wanted = ("Driver", "Count", "Capabilities")
     assert [{key: r[key] for key in wanted} for r in requests] == [
         {"Driver": "", "Count": count, "Capabilities": [["gpu"]]}
     ]
+
+
+@pytest.mark.docker
+def test_starting_a_gpu_container_on_an_engine_without_a_gpu_driver_says_so(
+    no_gpus: None,
+) -> None:
+    with gpu_container(1) as container, pytest.raises(EnvironmentProblem) as refused:
+        container.start()
+    assert "cannot give algo-1 its GPUs" in str(refused.value)
+    assert "--gpus 0" in str(refused.value)
