@@ -23,7 +23,11 @@ capped at the engine's CPU count (Docker refuses more). Types missing from the t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from emulator.errors import EnvironmentProblem
+from emulator.spec import Host
 
 ALL_GPUS = -1
 GIB = 1024**3
@@ -153,3 +157,50 @@ def instance_limits(instance_type: str, engine_cpus: int) -> Limits:
         )
         vcpus = engine_cpus
     return Limits(vcpus * NANO, memory_gib * GIB, note)
+
+
+@dataclass(frozen=True)
+class HostResources:
+    """What one host's container asks of the machine beyond its image."""
+
+    gpus: int = 0
+    limits: Limits = field(default_factory=Limits)
+
+
+def plan_resources(
+    hosts: Sequence[Host],
+    *,
+    gpus: int | None,
+    apply_limits: bool,
+    gpu_support: Callable[[], bool],
+    engine_cpus: Callable[[], int],
+) -> tuple[dict[str, HostResources], list[str]]:
+    """Each host's GPUs (``gpus`` replacing the instance type's) and, with ``apply_limits``,
+    CPU/memory limits; plus notes for the user. The engine is asked (``gpu_support``,
+    ``engine_cpus``) only when needed. Raises EnvironmentProblem, before anything exists,
+    when hosts want GPUs the engine cannot give."""
+    if gpus is not None and gpus < ALL_GPUS:
+        raise ValueError(f"gpus must be a count >= 0 or {ALL_GPUS} (all), not {gpus}")
+    wanted = {host.name: gpu_count(host.instance_type) if gpus is None else gpus for host in hosts}
+    wanting = [host for host in hosts if wanted[host.name]]
+    if wanting and not gpu_support():
+        host = wanting[0]
+        asked = (
+            f"{host.instance_type} has {describe_gpus(wanted[host.name])}"
+            if gpus is None
+            else f"--gpus asks for {describe_gpus(gpus)}"
+        )
+        raise EnvironmentProblem(
+            f"{asked} per host, but the Docker engine cannot give containers GPUs (it lists no "
+            "nvidia runtime, and this machine has no /dev/nvidiactl with the NVIDIA container "
+            "toolkit). Run without GPUs with --gpus 0 (RunOptions.gpus=0), or use a CPU "
+            "instance type"
+        )
+    cpus = engine_cpus() if apply_limits else 0
+    resources, notes = {}, set()
+    for host in hosts:
+        limits = instance_limits(host.instance_type, cpus) if apply_limits else Limits()
+        if limits.note:
+            notes.add(limits.note)
+        resources[host.name] = HostResources(wanted[host.name], limits)
+    return resources, sorted(notes)

@@ -58,8 +58,8 @@ from emulator.container import (
     Mount,
     StartFailed,
 )
-from emulator.errors import EmulatorError, EnvironmentProblem
-from emulator.instances import Limits, describe_gpus, gpu_count, instance_limits
+from emulator.errors import EmulatorError
+from emulator.instances import HostResources, plan_resources
 from emulator.layout import HostLayout
 from emulator.logs import LogPump
 from emulator.metrics import MetricsCollector
@@ -68,7 +68,7 @@ from emulator.progress import NO_PROGRESS, Progress
 from emulator.prune import WORK_DIR_PREFIX, claim
 from emulator.records import JobRecord
 from emulator.safety import check_entries, check_locations
-from emulator.spec import DEFAULT_REGION, Host, JobSpec
+from emulator.spec import DEFAULT_REGION, JobSpec
 from emulator.store import JobStore
 from emulator.validation import parse_request
 
@@ -105,14 +105,6 @@ class RunOptions:
     apply_instance_limits: bool = False
     # Let channels, checkpoints and output use sensitive host paths (safety.py).
     allow_sensitive_paths: bool = False
-
-
-@dataclass(frozen=True)
-class HostResources:
-    """What one host's container asks of the machine beyond its image."""
-
-    gpus: int = 0
-    limits: Limits = field(default_factory=Limits)
 
 
 def region_from_environment(explicit: str | None = None) -> str:
@@ -203,39 +195,16 @@ class TrainingJob:
 
     def _host_resources(self, engine: DockerEngine) -> dict[str, HostResources]:
         """GPUs (refused up front when the engine has none) and limits of every host."""
-        gpus = {host.name: self._gpus(host) for host in self.hosts}
-        wanting = [host for host in self.hosts if gpus[host.name]]
-        if wanting and not engine.gpu_support():
-            host = wanting[0]
-            asked = (
-                f"--gpus asks for {describe_gpus(gpus[host.name])}"
-                if self.options.gpus is not None
-                else f"{host.instance_type} has {describe_gpus(gpus[host.name])}"
-            )
-            raise EnvironmentProblem(
-                f"{asked} per host, but the Docker engine cannot give containers GPUs (it lists "
-                "no nvidia runtime, and this machine has no /dev/nvidiactl with the NVIDIA "
-                "container toolkit). Run without GPUs with --gpus 0 (RunOptions.gpus=0), or "
-                "use a CPU instance type"
-            )
-        resources = {}
-        cpus = engine.cpu_count() if self.options.apply_instance_limits else 0
-        notes: set[str] = set()
-        for host in self.hosts:
-            limits = Limits()
-            if self.options.apply_instance_limits:
-                limits = instance_limits(host.instance_type, cpus)
-                if limits.note:
-                    notes.add(limits.note)
-            resources[host.name] = HostResources(gpus[host.name], limits)
-        for note in sorted(notes):
+        resources, notes = plan_resources(
+            self.hosts,
+            gpus=self.options.gpus,
+            apply_limits=self.options.apply_instance_limits,
+            gpu_support=engine.gpu_support,
+            engine_cpus=engine.cpu_count,
+        )
+        for note in notes:
             self.options.notice(note)
         return resources
-
-    def _gpus(self, host: Host) -> int:
-        if self.options.gpus is not None:
-            return self.options.gpus
-        return gpu_count(host.instance_type)
 
     def _run_stages(
         self, engine: DockerEngine, channels: dict[str, ResolvedChannel], cleanup: ExitStack

@@ -15,7 +15,17 @@ import pytest
 
 from emulator.container import Container, ContainerPlan, DockerEngine
 from emulator.errors import EnvironmentProblem
-from emulator.instances import ALL_GPUS, GIB, NANO, gpu_count, instance_limits, parse_gpus
+from emulator.instances import (
+    ALL_GPUS,
+    GIB,
+    NANO,
+    Limits,
+    gpu_count,
+    instance_limits,
+    parse_gpus,
+    plan_resources,
+)
+from emulator.spec import Host
 from emulator.store import JobStore
 from tests.fixtures.inspect import inspecting_sink
 from tests.fixtures.jobs import PROBE, JobRunner, unique_name
@@ -204,3 +214,63 @@ def test_starting_a_gpu_container_on_an_engine_without_a_gpu_driver_says_so(
         container.start()
     assert "cannot give algo-1 its GPUs" in str(refused.value)
     assert "--gpus 0" in str(refused.value)
+
+
+def heterogeneous() -> list[Host]:
+    return [
+        Host("algo-1", "cpu", "ml.m5.large"),
+        Host("algo-2", "gpu", "ml.g5.12xlarge"),
+        Host("algo-3", "gpu", "ml.g5.12xlarge"),
+    ]
+
+
+def never() -> Any:
+    def called() -> Any:
+        raise AssertionError("the engine was asked needlessly")
+
+    return called
+
+
+def test_each_host_gets_its_instance_types_gpus_and_limits() -> None:
+    resources, notes = plan_resources(
+        heterogeneous(),
+        gpus=None,
+        apply_limits=True,
+        gpu_support=lambda: True,
+        engine_cpus=lambda: 16,
+    )
+    assert {host: r.gpus for host, r in resources.items()} == {
+        "algo-1": 0,
+        "algo-2": 4,
+        "algo-3": 4,
+    }
+    assert resources["algo-1"].limits.nano_cpus == 2 * NANO
+    assert resources["algo-2"].limits.nano_cpus == 16 * NANO  # 48 vCPUs capped at 16
+    assert notes == ["ml.g5.12xlarge has 48 vCPUs but the Docker engine has 16: limited to 16"]
+
+
+def test_gpus_0_and_no_limits_ask_nothing_of_the_engine() -> None:
+    resources, notes = plan_resources(
+        heterogeneous(), gpus=0, apply_limits=False, gpu_support=never(), engine_cpus=never()
+    )
+    assert all(r.gpus == 0 and r.limits == Limits() for r in resources.values())
+    assert notes == []
+
+
+def test_hosts_wanting_gpus_are_refused_on_an_engine_without_them() -> None:
+    with pytest.raises(EnvironmentProblem, match=r"ml\.g5\.12xlarge has 4 GPUs per host"):
+        plan_resources(
+            heterogeneous(),
+            gpus=None,
+            apply_limits=False,
+            gpu_support=lambda: False,
+            engine_cpus=never(),
+        )
+    with pytest.raises(ValueError, match="gpus must be"):
+        plan_resources(
+            heterogeneous(),
+            gpus=-2,
+            apply_limits=False,
+            gpu_support=never(),
+            engine_cpus=never(),
+        )
