@@ -293,7 +293,8 @@ def stop(name: str) -> None:
 
 @main.command()
 def prune() -> None:
-    """Remove what dead emulator runs left behind: containers, networks, work dirs."""
+    """Remove what dead emulator runs left behind: containers, networks, work dirs, FastFile
+    mounts and their file system processes. Live emulators' resources are never touched."""
     try:
         removed = prune_leftovers(JobStore())
     except EmulatorError as exc:

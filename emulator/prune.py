@@ -5,8 +5,10 @@ resource is a leftover when that process is gone. Resources of live emulators, w
 state directory, are never touched. Jobs of the store whose emulator died are recorded Failed.
 
 Order: containers first (they hold the FastFile mounts and the FIFOs), then networks, then each
-dead work dir: its FastFile mounts are detached (a file system process that outlived its
-emulator is stopped first: SIGTERM, then SIGKILL), then the directory is removed.
+dead work dir in the temp dir: its FastFile mounts are detached (a file system process that
+outlived its emulator is stopped first: SIGTERM, then SIGKILL), then the directory is removed.
+Last, FastFile mounts anywhere whose file system process is gone are detached (work dirs
+elsewhere, ``RunOptions.work_root``).
 """
 
 from __future__ import annotations
@@ -56,7 +58,20 @@ def prune_leftovers(store: JobStore, temp_root: Path | None = None) -> list[str]
             removed += _release_mounts(work_dir)
             shutil.rmtree(work_dir, ignore_errors=True)
             removed.append(f"work dir {work_dir}")
+    removed += _release_stale_mounts()
     removed += [f"job record {name} (marked Failed)" for name in store.mark_dead_jobs_failed()]
+    return removed
+
+
+def _release_stale_mounts() -> list[str]:
+    """Detach FastFile mounts anywhere whose server is gone (work dirs outside the temp dir):
+    they serve nobody, every access fails with ENOTCONN."""
+    from emulator.channels.fastfile import find_stale_mounts, force_unmount
+
+    removed = []
+    for mount in find_stale_mounts(Path("/")):
+        force_unmount(mount)
+        removed.append(f"FUSE mount {mount} (its server was gone)")
     return removed
 
 

@@ -24,9 +24,11 @@ from typing import Any
 import docker
 import pytest
 
-from emulator.channels.fastfile import FSTYPE, read_mounts
+from emulator.channels.fastfile import FSTYPE, FastFileMount, is_mounted, read_mounts
 from emulator.container import LABEL_JOB
 from emulator.job import run_training_job
+from emulator.sources.local import LocalSource
+from emulator.spec import DataSourceSpec
 from emulator.store import JobStore
 from tests.fixtures.jobs import PROBE, JobRunner, channel
 
@@ -256,3 +258,28 @@ def test_prune_after_sigkill_of_the_emulator_leaves_nothing_behind(
     assert_nothing_left(jobs, running)
     record = JobStore(jobs.home).get(running.name)
     assert record["TrainingJobStatus"] == "Failed"
+
+
+def test_prune_detaches_fastfile_mounts_whose_server_died_wherever_they_are(
+    jobs: JobRunner, make_files: MakeFiles, tmp_path: Path
+) -> None:
+    data = make_files({"x.bin": b"x" * 1000})
+    mountpoint = tmp_path / "elsewhere" / "mnt"  # not under the temp dir prune scans
+    mount = FastFileMount(
+        DataSourceSpec("S3Prefix", str(data)), LocalSource(str(data)).entries(), mountpoint
+    )
+    mount.mount()
+    try:
+        assert mount.pid is not None
+        os.kill(mount.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _alive(mount.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert is_mounted(mountpoint)  # stale: every access fails with ENOTCONN
+        env = {**os.environ, "EMULATOR_HOME": str(jobs.home), "TMPDIR": str(jobs.work_root)}
+        pruned = subprocess.run([*EMULATOR, "prune"], env=env, capture_output=True, text=True)
+        assert pruned.returncode == 0, pruned.stderr
+        assert f"FUSE mount {mountpoint}" in pruned.stdout
+        assert not is_mounted(mountpoint)
+    finally:
+        mount.unmount()
