@@ -12,6 +12,12 @@ requests, ranged parts for big objects, bounded memory, sizes known from the lis
 HEAD per object). Clients come from ``emulator.config.S3Settings`` (endpoint, profile, region,
 retries); botocore errors become ``SourceError`` (or ``FileNotFoundError`` for a missing object)
 in ``_translated``, the one boundary.
+
+Writes (job outputs, checkpoints) and the other calls the emulator makes are here too, so that
+boto3 stays in this module: ``check_bucket`` (preflight of a location the job writes),
+``list_objects`` (a prefix's objects; empty is fine), ``upload_objects`` (TransferManager:
+parallel, multipart above ``MULTIPART_THRESHOLD``), ``delete_objects`` (batched DeleteObjects)
+and ``credentials_environment`` (the resolved credentials, for ``--pass-aws-credentials``).
 """
 
 from __future__ import annotations
@@ -175,9 +181,17 @@ def _new_client(settings: S3Settings) -> S3Client:
 # -- the error boundary ---------------------------------------------------------------------
 
 
+READ_PERMISSIONS = "s3:ListBucket and s3:GetObject"
+WRITE_PERMISSIONS = "s3:ListBucket, s3:PutObject and s3:DeleteObject"
+
+
 @contextmanager
-def _translated(uri: str, missing: type[Exception] = SourceError) -> Iterator[None]:
-    """Turn botocore errors into SourceError with what to do; a missing object into ``missing``."""
+def _translated(
+    uri: str, missing: type[Exception] = SourceError, needs: str = READ_PERMISSIONS
+) -> Iterator[None]:
+    """Turn botocore errors into SourceError with what to do; a missing object into ``missing``.
+
+    ``needs`` names the permissions an access-denied message asks for."""
     try:
         yield
     except ClientError as exc:
@@ -185,7 +199,8 @@ def _translated(uri: str, missing: type[Exception] = SourceError) -> Iterator[No
         code = str(error.get("Code", ""))
         if code in _NOT_FOUND_CODES and missing is not SourceError:
             raise missing(f"{uri}: no such object") from exc
-        raise SourceError(_client_error_text(uri, code, str(error.get("Message", "")))) from exc
+        message = str(error.get("Message", ""))
+        raise SourceError(_client_error_text(uri, code, message, needs)) from exc
     except (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError) as exc:
         raise SourceError(
             f"{uri}: no usable AWS credentials ({exc}); set AWS_ACCESS_KEY_ID and "
@@ -206,7 +221,7 @@ def _translated(uri: str, missing: type[Exception] = SourceError) -> Iterator[No
         ) from exc
 
 
-def _client_error_text(uri: str, code: str, message: str) -> str:
+def _client_error_text(uri: str, code: str, message: str, needs: str = READ_PERMISSIONS) -> str:
     if code == "NoSuchBucket":
         return (
             f"{uri}: the bucket does not exist; check the bucket name, and the endpoint "
@@ -221,8 +236,7 @@ def _client_error_text(uri: str, code: str, message: str) -> str:
         )
     if code in _DENIED_CODES:
         return (
-            f"{uri}: access denied ({code}); the credentials in use need s3:ListBucket and "
-            "s3:GetObject on this location"
+            f"{uri}: access denied ({code}); the credentials in use need {needs} on this location"
         )
     if code == "PreconditionFailed":
         return f"{uri}: the object changed while it was being read; run the job again"
@@ -254,22 +268,13 @@ class S3Source(Source):
         return _translated(uri or self.uri, missing)
 
     def entries(self) -> list[Entry]:
-        prefix = self.location.key
-        found: list[Entry] = []
-        with self._errors():
-            pages = self._client().get_paginator("list_objects_v2")
-            for page in pages.paginate(Bucket=self.bucket, Prefix=prefix):
-                for obj in page.get("Contents", []):
-                    key, size = obj["Key"], obj["Size"]
-                    if _is_folder_marker(key, size):
-                        continue
-                    found.append(Entry(relative_name(prefix, key), key, size, obj.get("ETag")))
+        found = list_objects(self.uri, self.settings)
         if not found:
             raise SourceError(
                 f"{self.uri}: no objects under this prefix (bucket {self.bucket!r}, key prefix "
-                f"{prefix!r}); check the S3 URI and that the data was uploaded"
+                f"{self.location.key!r}); check the S3 URI and that the data was uploaded"
             )
-        return sorted(found)
+        return found
 
     def stat_keys(self, keys: list[str], origin: str | None = None) -> list[Entry]:
         """Entries for ``prefix + key`` of each key (a ManifestFile), ``relative_path = key``.
@@ -494,3 +499,169 @@ def open_s3_uri(uri: str, settings: S3Settings | None = None) -> BinaryIO:
         client = s3_client(settings)
     raw = _ObjectReader(client, location.bucket, location.key, uri)
     return io.BufferedReader(raw, buffer_size=OPEN_BUFFER)
+
+
+# -- listing, writing, deleting: job outputs and checkpoints ---------------------------------
+
+# DeleteObjects takes at most 1000 keys a request.
+DELETE_BATCH = 1000
+# Multipart uploads from an open file read each part into memory: at most this many at once.
+UPLOAD_CHUNKS_IN_MEMORY = 4
+
+
+def list_objects(uri: str, settings: S3Settings | None = None) -> list[Entry]:
+    """Every object under the key prefix of ``uri``, sorted; none at all is not an error.
+
+    Names follow ``relative_name`` (a key that would escape is refused); folder markers are
+    skipped. A missing bucket, denied access or an unreachable endpoint raise SourceError."""
+    location = parse_s3_uri(uri)
+    found: list[Entry] = []
+    with _translated(uri):
+        pages = s3_client(settings).get_paginator("list_objects_v2")
+        for page in pages.paginate(Bucket=location.bucket, Prefix=location.key):
+            for obj in page.get("Contents", []):
+                key, size = obj["Key"], obj["Size"]
+                if _is_folder_marker(key, size):
+                    continue
+                found.append(Entry(relative_name(location.key, key), key, size, obj.get("ETag")))
+    return sorted(found)
+
+
+def check_bucket(
+    uri: str, what: str, settings: S3Settings | None = None, needs: str = WRITE_PERMISSIONS
+) -> None:
+    """Refuse a location the job will write unless its bucket exists and answers (HeadBucket).
+
+    ``what`` names the request member in the message (``OutputDataConfig.S3OutputPath``)."""
+    location = parse_s3_uri(uri)
+    try:
+        with _translated(uri, missing=FileNotFoundError, needs=needs):
+            s3_client(settings).head_bucket(Bucket=location.bucket)
+    except FileNotFoundError:  # HEAD answers a bare 404 for a missing bucket
+        text = _client_error_text(uri, "NoSuchBucket", "")
+        raise SourceError(f"{what}: {text}") from None
+    except SourceError as exc:
+        raise SourceError(f"{what}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One object to write at ``key``: from a file path, or from an open seekable binary file
+    (a file that may change meanwhile: ``checkpoints.fixed_size_file``)."""
+
+    key: str
+    source: Path | BinaryIO
+    size: int | None = None  # known size; else found by seeking
+
+
+def upload_objects(
+    bucket: str,
+    uploads: list[Upload],
+    settings: S3Settings | None = None,
+    progress: Progress = NO_PROGRESS,
+) -> dict[str, SourceError]:
+    """Write every upload with s3transfer's TransferManager: concurrent, multipart parts of
+    ``MULTIPART_CHUNKSIZE`` above ``MULTIPART_THRESHOLD`` (more for objects that would need
+    over 10,000 parts). Returns the failures by key; empty when everything was written."""
+    settings = settings or S3Settings.from_environ()
+    config = TransferConfig(
+        multipart_threshold=MULTIPART_THRESHOLD,
+        multipart_chunksize=MULTIPART_CHUNKSIZE,
+        max_concurrency=settings.max_concurrency,
+        max_io_queue=MAX_IO_QUEUE,
+        io_chunksize=IO_CHUNKSIZE,
+    )
+    config.max_in_memory_upload_chunks = UPLOAD_CHUNKS_IN_MEMORY  # not an argument of boto3's
+    with _translated(f"s3://{bucket}/", needs=WRITE_PERMISSIONS):
+        client = s3_client(settings)
+    failures: dict[str, SourceError] = {}
+    with TransferManager(client, config) as manager:
+        submitted = []
+        for upload in uploads:
+            source = str(upload.source) if isinstance(upload.source, Path) else upload.source
+            subscriber = _UploadSubscriber(upload.size, progress)
+            future = manager.upload(source, bucket, upload.key, subscribers=[subscriber])
+            submitted.append((upload, future))
+        for upload, future in submitted:
+            uri = f"s3://{bucket}/{upload.key}"
+            try:
+                with _translated(uri, needs=WRITE_PERMISSIONS):
+                    try:
+                        future.result()
+                    except OSError as exc:
+                        raise SourceError(f"{upload.source}: cannot read it ({exc})") from exc
+            except SourceError as exc:
+                failures[upload.key] = exc
+    return failures
+
+
+class _UploadSubscriber(BaseSubscriber):
+    def __init__(self, size: int | None, progress: Progress) -> None:
+        self._size = size
+        self._progress = progress
+
+    def on_queued(self, future: TransferFuture, **kwargs: Any) -> None:
+        if self._size is not None:
+            future.meta.provide_transfer_size(self._size)
+
+    def on_progress(self, future: TransferFuture, bytes_transferred: int, **kwargs: Any) -> None:
+        self._progress.advance(bytes_transferred)
+
+    def on_done(self, future: TransferFuture, **kwargs: Any) -> None:
+        try:
+            future.result()
+        except BaseException:
+            return
+        self._progress.object_done()
+
+
+def delete_objects(
+    bucket: str, keys: list[str], settings: S3Settings | None = None
+) -> dict[str, SourceError]:
+    """Delete ``keys`` (batches of 1000); return the keys the server refused to delete.
+
+    A request that fails as a whole (unreachable, no such bucket) raises SourceError."""
+    failures: dict[str, SourceError] = {}
+    for start in range(0, len(keys), DELETE_BATCH):
+        batch = keys[start : start + DELETE_BATCH]
+        with _translated(f"s3://{bucket}/", needs=WRITE_PERMISSIONS):
+            response = s3_client(settings).delete_objects(
+                Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
+            )
+        for error in response.get("Errors", []):
+            key = error.get("Key", "")
+            text = _client_error_text(
+                f"s3://{bucket}/{key}",
+                error.get("Code", ""),
+                error.get("Message", ""),
+                WRITE_PERMISSIONS,
+            )
+            failures[key] = SourceError(text)
+    return failures
+
+
+def credentials_environment(settings: S3Settings | None = None) -> dict[str, str]:
+    """The credentials boto3 resolves now (environment, profile, SSO, instance role...) as
+    AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, plus AWS_ENDPOINT_URL_S3
+    when an endpoint is set: what ``--pass-aws-credentials`` gives the container.
+
+    A snapshot: temporary credentials are not refreshed inside the container."""
+    settings = settings or S3Settings.from_environ()
+    with _translated("--pass-aws-credentials"):
+        session = boto3.session.Session(profile_name=settings.profile, region_name=settings.region)
+        credentials = session.get_credentials()
+        frozen = credentials.get_frozen_credentials() if credentials is not None else None
+    if frozen is None or not frozen.access_key or not frozen.secret_key:
+        raise SourceError(
+            "--pass-aws-credentials: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, or choose a profile with AWS_PROFILE / --profile"
+        )
+    environment = {
+        "AWS_ACCESS_KEY_ID": frozen.access_key,
+        "AWS_SECRET_ACCESS_KEY": frozen.secret_key,
+    }
+    if frozen.token:
+        environment["AWS_SESSION_TOKEN"] = frozen.token
+    if settings.endpoint_url:
+        environment["AWS_ENDPOINT_URL_S3"] = settings.endpoint_url
+    return environment
