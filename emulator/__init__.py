@@ -3,7 +3,16 @@
 >>> import emulator
 >>> record = emulator.run_training_job(request)   # a CreateTrainingJob request dict
 >>> record["TrainingJobStatus"], record["FinalMetricDataList"]
+
+The heavy parts of the public API (the job runner, validation, the store) are imported on first
+use: processes that need one submodule only, such as the FastFile file system process, do not
+pay for docker, rich and the rest.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from emulator.errors import (
     EmulatorError,
@@ -12,10 +21,12 @@ from emulator.errors import (
     RequestInvalid,
     SourceError,
 )
-from emulator.job import RunOptions, run_training_job
-from emulator.progress import Progress
-from emulator.store import JobStore
-from emulator.validation import parse_request, validate_request
+
+if TYPE_CHECKING:
+    from emulator.job import RunOptions, run_training_job
+    from emulator.progress import Progress
+    from emulator.store import JobStore
+    from emulator.validation import parse_request, validate_request
 
 __all__ = [
     "EmulatorError",
@@ -30,3 +41,25 @@ __all__ = [
     "run_training_job",
     "validate_request",
 ]
+
+_LAZY = {
+    "JobStore": "emulator.store",
+    "Progress": "emulator.progress",
+    "RunOptions": "emulator.job",
+    "parse_request": "emulator.validation",
+    "run_training_job": "emulator.job",
+    "validate_request": "emulator.validation",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
