@@ -191,20 +191,29 @@ class ReadHandle:
         self._window = 0  # current read-ahead window, in blocks
 
     def read(self, offset: int, size: int) -> bytes:
+        pieces = self.pieces(offset, size)
+        if len(pieces) == 1 and pieces[0][1:] == (0, len(pieces[0][0])):
+            return pieces[0][0]
+        return b"".join(block[start:end] for block, start, end in pieces)
+
+    def pieces(self, offset: int, size: int) -> list[tuple[bytes, int, int]]:
+        """The bytes at ``offset`` as ``(block, start, end)`` slices of cached blocks, in
+        order, without copying them (FastFile copies each piece once, into the kernel's
+        buffer). Empty at or past the end of the entry."""
         size = min(size, self.entry.size - offset)
         if size <= 0 or offset < 0:
-            return b""
+            return []
         block_size = self.cache.block_size
         first, last = offset // block_size, (offset + size - 1) // block_size
         # Start read-ahead before waiting for this block, so both fetches overlap.
         self._read_ahead(first, last)
-        parts = []
+        pieces = []
         for index in range(first, last + 1):
             block = self.cache.block(self.file_id, self.entry, index)
             start = max(offset - index * block_size, 0)
             end = min(offset + size - index * block_size, len(block))
-            parts.append(block[start:end])
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+            pieces.append((block, start, end))
+        return pieces
 
     def _read_ahead(self, first: int, last: int) -> None:
         with self._lock:

@@ -4,7 +4,8 @@
 host's already-sharded ``Entry`` list) on a host directory; the job runner bind-mounts that
 directory read-only at ``/opt/ml/input/data/<channel>``. Listing is the only up-front cost:
 the tree and the sizes come from the entries, bytes are fetched on demand through
-``Source.read_range`` into a bounded block cache with sequential read-ahead (``blockcache``).
+``Source.read_range`` into a bounded block cache with sequential read-ahead (``blockcache``),
+and copied from the cached blocks straight into libfuse's reply buffer (``read_into``).
 
 Process model: the file system runs in its own process (``python -c "from
 emulator.channels.fastfile import main; main()"``), so FUSE's signal handling and threads
@@ -27,6 +28,7 @@ gone, for ``emulator prune``.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import json
 import logging
@@ -57,7 +59,7 @@ from emulator.channels.blockcache import (
     ReadHandle,
 )
 from emulator.errors import EmulatorError, EnvironmentProblem, SourceError
-from emulator.sources.base import Entry
+from emulator.sources.base import Entry, Source
 from emulator.spec import DataSourceSpec
 
 __all__ = [
@@ -99,7 +101,11 @@ log = logging.getLogger("emulator.fastfile")
 
 
 def check_fuse_available() -> None:
-    """Raise EnvironmentProblem saying why FastFile cannot work here and how to fix it."""
+    """Raise EnvironmentProblem saying why FastFile cannot work here and how to fix it.
+
+    The device must exist and open read/write for this process (a container without
+    ``--device /dev/fuse``, a nodev /dev or a device cgroup all fail here); the fuse3 tools,
+    libfuse3 and mfusepy must be installed; a non-root user needs ``user_allow_other``."""
     _check_fuse_device()
     if shutil.which("fusermount3") is None:
         raise EnvironmentProblem(
@@ -135,12 +141,25 @@ def _check_fuse_device() -> None:
             "`--device /dev/fuse --cap-add SYS_ADMIN`; or use InputMode File"
         ) from None
     if not stat.S_ISCHR(mode):
-        raise EnvironmentProblem("/dev/fuse is not a character device: FUSE cannot work here")
+        raise EnvironmentProblem(
+            "FastFile input mode needs FUSE, but /dev/fuse is not a character device: give this "
+            "host (or container: `--device /dev/fuse`) the real device, or use InputMode File"
+        )
     if not os.access(FUSE_DEVICE, os.R_OK | os.W_OK):
         raise EnvironmentProblem(
             "FastFile input mode needs read/write access to /dev/fuse, which this user does not "
-            "have: fix its permissions (usually crw-rw-rw-) or run as root"
+            "have: fix its permissions (usually crw-rw-rw-), run as root, or use InputMode File"
         )
+    # access() trusts the permission bits; opening also meets a nodev mount or a container's
+    # device cgroup, which refuse the device to root too. Opening alone starts no session.
+    try:
+        os.close(os.open(FUSE_DEVICE, os.O_RDWR | os.O_CLOEXEC))
+    except OSError as exc:
+        raise EnvironmentProblem(
+            f"FastFile input mode needs FUSE, but opening /dev/fuse failed ({exc.strerror}): "
+            "inside a container, start it with `--device /dev/fuse --cap-add SYS_ADMIN`; on a "
+            "host, check that /dev is not mounted nodev; or use InputMode File"
+        ) from None
 
 
 def _user_allow_other() -> bool:
@@ -579,11 +598,26 @@ class FastFileOperations:
         return handle
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+        """The bytes as one object (mfusepy's contract; the mount itself uses read_into)."""
+        pieces = self._pieces(fh, size, offset)
+        return b"".join(block[start:end] for block, start, end in pieces)
+
+    def read_into(self, fh: int, buffer: int, size: int, offset: int) -> int:
+        """Copy up to ``size`` bytes at ``offset`` to the address ``buffer`` straight from the
+        cached blocks (one copy; no slicing or joining); return how many."""
+        done = 0
+        for block, start, end in self._pieces(fh, size, offset):
+            base = ctypes.cast(ctypes.c_char_p(block), ctypes.c_void_p).value or 0
+            ctypes.memmove(buffer + done, base + start, end - start)
+            done += end - start
+        return done
+
+    def _pieces(self, fh: int, size: int, offset: int) -> list[tuple[bytes, int, int]]:
         handle = self._handles.get(fh)
         if handle is None:
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
         try:
-            return handle.read(offset, size)
+            return handle.pieces(offset, size)
         except Exception as exc:  # any failure to get the bytes is an I/O error to the reader
             log.error("reading %s at %d: %s", handle.entry.relative_path, offset, exc)
             raise OSError(errno.EIO, str(exc)) from exc
@@ -647,6 +681,13 @@ def _data_source_from_json(spec: dict[str, Any]) -> DataSourceSpec:
     )
 
 
+def _warm_up(source: Source) -> None:
+    s3 = sys.modules.get("emulator.sources.s3")  # not imported: not an S3 channel
+    if s3 is not None and isinstance(source, s3.S3Source):
+        with contextlib.suppress(Exception):  # a real problem shows on the first read
+            s3.s3_client(source.settings)
+
+
 def _serve(config: dict[str, Any], out: IO[bytes]) -> int:
     from emulator.sources import open_source
 
@@ -663,6 +704,9 @@ def _serve(config: dict[str, Any], out: IO[bytes]) -> int:
     def on_ready() -> None:
         # The lifeline first: if the parent is already gone, the report fails but we still exit.
         threading.Thread(target=_watch_lifeline, args=(sys.stdin.buffer,), daemon=True).start()
+        # Make the S3 client (~0.1 s of botocore start-up) while the container starts, not
+        # on its first read.
+        threading.Thread(target=_warm_up, args=(cache.source,), daemon=True).start()
         with contextlib.suppress(OSError):
             _report(out, "ready")
 
@@ -671,7 +715,16 @@ def _serve(config: dict[str, Any], out: IO[bytes]) -> int:
         import mfusepy
     except (ImportError, OSError) as exc:
         raise EnvironmentProblem(f"cannot load mfusepy/libfuse3: {exc}") from exc
-    mfusepy.FUSE(
+
+    class FastFileFUSE(mfusepy.FUSE):  # type: ignore[misc]
+        """mfusepy's read callback copies the returned bytes into libfuse's buffer: a second
+        copy of every byte on top of slicing the block. Fill the buffer from the blocks."""
+
+        def read(self, path: bytes | None, buf: Any, size: int, offset: int, fip: Any) -> int:
+            address = ctypes.cast(buf, ctypes.c_void_p).value or 0
+            return operations.read_into(fip.contents.fh, address, size, offset)
+
+    FastFileFUSE(
         operations,
         config["mountpoint"],
         foreground=True,
