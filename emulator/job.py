@@ -314,28 +314,17 @@ class TrainingJob:
 
     def _supervise(self, containers: list[Container], layouts: list[HostLayout]) -> Outcome:
         """Start every host and wait for the job's end: all exit, a failure, the runtime limit,
-        a stop request, or Ctrl-C (which stops the hosts, then propagates)."""
-        supervisor = Supervisor(containers, self.options.stop_grace_seconds)
+        a stop request, or Ctrl-C (which stops the hosts started so far, then propagates)."""
+        supervisor = Supervisor([], self.options.stop_grace_seconds)  # hosts join as started
         started_at = time.monotonic()
-        started: list[Container] = []
         try:
-            for container in containers:
-                container.start()
-                started.append(container)
-        except StartFailed as exc:
-            # The hosts already running are killed: the job cannot proceed without this one.
-            # Those never started are removed now: their output streams end only then.
-            Supervisor(started, grace_seconds=0).stop_all()
-            Supervisor(started, grace_seconds=0).wait_all()
-            for never_started in containers[len(started) :]:
-                never_started.remove()
-            reason = f"AlgorithmError: {exc.reason}, exit code: {exc.exit_code}"
-            if len(self.hosts) > 1:
-                reason = f"{reason} (host {containers[len(started)].host})"
-            return Outcome.failed(reason)
-
-        deadline = started_at + self.spec.max_runtime_seconds
-        try:
+            try:
+                for container in containers:
+                    container.start()
+                    supervisor.containers.append(container)
+            except StartFailed as exc:
+                return self._start_failed(exc, containers, supervisor.containers)
+            deadline = started_at + self.spec.max_runtime_seconds
             return self._wait(supervisor, layouts, deadline)
         except KeyboardInterrupt:
             # Stopped like StopTrainingJob (artifacts still packed); run() re-raises at the end.
@@ -348,7 +337,21 @@ class TrainingJob:
             except KeyboardInterrupt:
                 supervisor.kill_all()
                 supervisor.wait_all()
+            _remove_never_started(containers, supervisor.containers)
             return Outcome.stopped("Stopped")
+
+    def _start_failed(
+        self, exc: StartFailed, containers: list[Container], started: list[Container]
+    ) -> Outcome:
+        """A host could not start: the job cannot proceed without it. The hosts already
+        running are killed; those never started are removed."""
+        Supervisor(started, grace_seconds=0).stop_all()
+        Supervisor(started, grace_seconds=0).wait_all()
+        _remove_never_started(containers, started)
+        reason = f"AlgorithmError: {exc.reason}, exit code: {exc.exit_code}"
+        if len(self.hosts) > 1:
+            reason = f"{reason} (host {containers[len(started)].host})"
+        return Outcome.failed(reason)
 
     def _wait(self, supervisor: Supervisor, layouts: list[HostLayout], deadline: float) -> Outcome:
         """Wait for every host to exit, applying the completion rule of the module doc."""
@@ -481,6 +484,14 @@ class Supervisor:
         while not self.all_exited():
             self.enforce_grace()
             time.sleep(POLL_SECONDS)
+
+
+def _remove_never_started(containers: list[Container], started: list[Container]) -> None:
+    """Remove the containers that never started now: their output streams (and log pumps)
+    end only when they are removed."""
+    for container in containers:
+        if container not in started:
+            container.remove()
 
 
 def _join_all(pumps: list[LogPump]) -> None:
