@@ -38,6 +38,7 @@ import re
 import shutil
 import socket
 import struct
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -60,6 +61,7 @@ SUBNET_POOL = ipaddress.IPv4Network("172.16.0.0/12")
 DEFAULT_BRIDGE = ipaddress.IPv4Network("172.17.0.0/16")  # docker0's usual subnet
 NETWORK_ATTEMPTS = 20
 NVIDIA_HOOK = "nvidia-container-runtime-hook"
+NETWORK_REMOVAL_SECONDS = 15.0
 INHIBIT_IPV4 = "com.docker.network.bridge.inhibit_ipv4"  # no address for the bridge on the host
 
 _EXEC_ERROR = re.compile(r'(exec: "[^"]*": [^:]+?)(?:: unknown)?$')
@@ -393,25 +395,58 @@ class DockerEngine:
         """Remove the containers and networks of emulator processes that are gone.
 
         Each carries the pid of the emulator that made it; another live emulator's resources
-        (whatever its state dir) are left alone. Returns what was removed."""
-        removed = []
+        (whatever its state dir) are left alone. Another prune running at the same time is
+        fine: what it is already removing is skipped. Returns what was removed."""
 
         def orphaned(labels: Any) -> bool:
             pid = labels.get(LABEL_PID, "")
             return not (pid.isdigit() and owner_alive(int(pid)))
 
+        # The low-level listings: the high-level ones inspect each item, which fails when
+        # another prune removes it in between.
         filters: dict[str, Any] = {"label": LABEL_JOB}
-        for container in self.client.containers.list(all=True, filters=filters):
-            if orphaned(container.labels):
-                with contextlib.suppress(docker.errors.NotFound):
-                    container.remove(force=True, v=True)
-                    removed.append(f"container {container.name}")
-        for network in self.client.networks.list(filters=filters):
-            if orphaned(network.attrs.get("Labels") or {}):
-                with contextlib.suppress(docker.errors.NotFound):
-                    network.remove()
-                    removed.append(f"network {network.name}")
+        removed = [
+            f"container {_name(info)}"
+            for info in self.api.containers(all=True, filters=filters)
+            if orphaned(info.get("Labels") or {}) and self._remove_container(info)
+        ]
+        removed += [
+            f"network {_name(info)}"
+            for info in self.api.networks(filters=filters)
+            if orphaned(info.get("Labels") or {}) and self._remove_network(info)
+        ]
         return removed
+
+    def _remove_container(self, info: dict[str, Any]) -> bool:
+        try:
+            self.api.remove_container(info["Id"], force=True, v=True)
+        except docker.errors.NotFound:
+            return False
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:  # "removal already in progress": another prune's
+                return False
+            raise EnvironmentProblem(f"Cannot remove container {_name(info)}: {exc}") from exc
+        return True
+
+    def _remove_network(self, info: dict[str, Any]) -> bool:
+        """Remove a network, waiting a little for containers another prune is removing."""
+        deadline = time.monotonic() + NETWORK_REMOVAL_SECONDS
+        while True:
+            try:
+                self.api.remove_network(info["Id"])
+                return True
+            except docker.errors.NotFound:
+                return False
+            except docker.errors.APIError as exc:
+                if time.monotonic() > deadline:
+                    raise EnvironmentProblem(f"Cannot remove network {_name(info)}: {exc}") from exc
+                time.sleep(0.2)
+
+
+def _name(info: dict[str, Any]) -> str:
+    """The name in a low-level container or network listing."""
+    names = info.get("Names") or [info.get("Name") or info["Id"][:12]]
+    return str(names[0]).lstrip("/")
 
 
 def _local_engine() -> bool:

@@ -17,16 +17,23 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
 
-from emulator.channels.fastfile import FSTYPE, FastFileMount, is_mounted, read_mounts
+from emulator.channels.fastfile import (
+    FSTYPE,
+    FastFileMount,
+    force_unmount,
+    is_mounted,
+    read_mounts,
+)
 from emulator.container import LABEL_JOB
 from emulator.job import run_training_job
+from emulator.prune import stop_process
 from emulator.sources.local import LocalSource
 from emulator.spec import DataSourceSpec
 from emulator.store import JobStore
@@ -235,12 +242,35 @@ def test_an_interrupted_cli_job_stops_every_host_and_leaves_nothing_behind(
     assert_nothing_left(jobs, running)
 
 
-@pytest.mark.parametrize("server", ["exits", "hung"])
+@pytest.fixture
+def running_jobs() -> Iterator[list[Running]]:
+    """Jobs a test kills; whatever the test's outcome, what they left is released after it
+    (FastFile servers the test froze, their mounts), so a failure never leaks."""
+    runs: list[Running] = []
+    yield runs
+    for running in runs:
+        for pid in running.server_pids:
+            if _alive(pid):
+                stop_process(pid)
+        for mountpoint in running.mounts:
+            force_unmount(mountpoint)
+
+
+@pytest.mark.parametrize(
+    ("server", "prunes"),
+    [("exits", 1), ("hung", 1), ("exits", 4)],
+    ids=["server-exits", "server-hung", "concurrent-prunes"],
+)
 def test_prune_after_sigkill_of_the_emulator_leaves_nothing_behind(
-    jobs: JobRunner, make_files: MakeFiles, server: str
+    jobs: JobRunner,
+    make_files: MakeFiles,
+    running_jobs: list[Running],
+    server: str,
+    prunes: int,
 ) -> None:
     request = leak_request(jobs, make_files, "sleep")
     running = Running(jobs, request["TrainingJobName"])
+    running_jobs.append(running)
     process = start_cli(jobs, request)
     running.wait_ready()
     if server == "hung":  # the FastFile servers cannot notice their emulator is gone
@@ -253,8 +283,16 @@ def test_prune_after_sigkill_of_the_emulator_leaves_nothing_behind(
         assert all(_alive(pid) for pid in running.server_pids)
         assert any(m.fstype == FSTYPE and running.name in m.source for m in read_mounts())
     env = {**os.environ, "EMULATOR_HOME": str(jobs.home), "TMPDIR": str(jobs.work_root)}
-    pruned = subprocess.run([*EMULATOR, "prune"], env=env, capture_output=True, text=True)
-    assert pruned.returncode == 0, pruned.stderr
+    # Several prunes at once (two terminals, or test suites) each skip what another removes.
+    started = [
+        subprocess.Popen(
+            [*EMULATOR, "prune"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(prunes)
+    ]
+    for pruning in started:
+        _, stderr = pruning.communicate(timeout=60)
+        assert pruning.returncode == 0, stderr
     assert_nothing_left(jobs, running)
     record = JobStore(jobs.home).get(running.name)
     assert record["TrainingJobStatus"] == "Failed"
