@@ -577,7 +577,10 @@ class CheckpointSync:
                 names, self._dirty = sorted(self._dirty), set()
             errors = []
             for name in names:
-                problems = self._sync_host(self._hosts[name])
+                try:
+                    problems = self._sync_host(self._hosts[name])
+                except Exception as exc:  # e.g. no client: this thread must go on regardless
+                    problems = [str(exc) or type(exc).__name__]
                 if problems:
                     errors += problems
                     self._changed(name)  # again, after RETRY_SECONDS

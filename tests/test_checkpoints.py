@@ -313,12 +313,13 @@ def test_s3_restore_sync_and_reconcile(
         sync.restore()
         assert tree(root) == {"step-1.pt": b"one", "nested/ünï cödé.json": b"{}"}
         sync.start()
-        write(root, {"step-2.pt": b"two"})
+        write(root, {"step-2.pt": b"two", "zero": b""})
         (root / "step-1.pt").unlink()
         wait_until(lambda: objects(moto_s3, bucket, "run/ckpt/").keys() == tree(root).keys())
         write(root, {"big.bin": big})
     final = objects(moto_s3, bucket, "run/ckpt/")
-    assert final.keys() == {"step-2.pt", "nested/ünï cödé.json", "big.bin"}
+    assert final.keys() == {"step-2.pt", "nested/ünï cödé.json", "big.bin", "zero"}
+    assert final["zero"] == b""
     assert hashlib.sha256(final["big.bin"]).digest() == hashlib.sha256(big).digest()
     etag = moto_s3.client.head_object(Bucket=bucket, Key="run/ckpt/big.bin")["ETag"]
     assert etag.strip('"').endswith("-2")  # multipart
