@@ -29,6 +29,7 @@ from emulator.channels.blockcache import BlockCache, ReadHandle
 from emulator.channels.fastfile import (
     FSTYPE,
     FastFileMount,
+    FastFileOperations,
     build_tree,
     check_fuse_available,
     find_stale_mounts,
@@ -537,6 +538,26 @@ def test_sequential_reads_prefetch_a_growing_window(
     assert sorted(offset for _, offset, _ in source.calls) == [i * 4096 for i in range(11)]
     assert cache.stats().prefetches >= 8
     cache.close()
+
+
+def test_files_opened_in_listing_order_get_the_next_first_block_early(tmp_path: Path) -> None:
+    channel = make_channel(tmp_path / "src", {f"part-{n}": 3 * 4096 for n in range(4)})
+    source = CountingSource(str(channel))
+    cache = BlockCache(source, block_size=4096, capacity_bytes=64 * 4096)
+    operations = FastFileOperations(source.entries(), cache, lambda: None)
+    try:
+        operations.open("/part-0", os.O_RDONLY)
+        operations.open("/part-1", os.O_RDONLY)
+        assert wait_for(lambda: len(source.calls) == 2)
+        assert sorted(source.calls) == [("part-1", 0, 4096), ("part-2", 0, 4096)]
+        # Out of order (a shuffled reader): nothing is fetched ahead.
+        operations.open("/part-0", os.O_RDONLY)
+        operations.open("/part-2", os.O_RDONLY)
+        time.sleep(0.2)
+        assert len(source.calls) == 2
+        assert cache.stats().prefetches == 2
+    finally:
+        cache.close()
 
 
 class PatternSource(CountingSource):

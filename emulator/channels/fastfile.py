@@ -5,7 +5,8 @@ host's already-sharded ``Entry`` list) on a host directory; the job runner bind-
 directory read-only at ``/opt/ml/input/data/<channel>``. Listing is the only up-front cost:
 the tree and the sizes come from the entries, bytes are fetched on demand through
 ``Source.read_range`` into a bounded block cache with sequential read-ahead (``blockcache``),
-and copied from the cached blocks straight into libfuse's reply buffer (``read_into``).
+and copied from the cached blocks straight into libfuse's reply buffer (``read_into``). Files
+opened in listing order get the next file's first block fetched ahead.
 
 Process model: the file system runs in its own process (``python -c "from
 emulator.channels.fastfile import main; main()"``), so FUSE's signal handling and threads
@@ -547,6 +548,7 @@ class FastFileOperations:
         self._on_ready = on_ready
         self._handles: dict[int, ReadHandle] = {}
         self._next_handle = 1
+        self._last_opened = -1  # the file opened last, to see files opened in listing order
         self._lock = threading.Lock()
         self._time_ns = time.time_ns()
         self._total_bytes = sum(entry.size for entry in self.entries)
@@ -595,6 +597,13 @@ class FastFileOperations:
             handle = self._next_handle
             self._next_handle += 1
             self._handles[handle] = ReadHandle(self.cache, file_id, self.entries[file_id])
+            in_order = file_id == self._last_opened + 1
+            self._last_opened = file_id
+        # A reader going through the files in listing order (shards, a sorted walk) finds
+        # the next file's first block fetched while it reads this one.
+        following = file_id + 1
+        if in_order and following < len(self.entries) and self.entries[following].size:
+            self.cache.prefetch(following, self.entries[following], 0)
         return handle
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
