@@ -283,7 +283,7 @@ def stop(name: str) -> None:
     try:
         store = JobStore()
         record = store.get(name)
-        if record["TrainingJobStatus"] != "InProgress":
+        if record["TrainingJobStatus"] not in ("InProgress", "Stopping"):
             fail(f"Training job {name!r} is not running (status {record['TrainingJobStatus']})")
         store.request_stop(name)
     except EmulatorError as exc:

@@ -224,8 +224,12 @@ class Container:
     def remove(self) -> None:
         """Remove the container (killed if running) and end its output streams. Idempotent."""
         try:
-            with contextlib.suppress(docker.errors.NotFound):
-                self._handle.remove(force=True, v=True)
+            self._handle.remove(force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # 409: a removal (prune's, say) is already under way
+                raise
         finally:
             for stream in self._streams:
                 stream.close()

@@ -252,7 +252,10 @@ class TrainingJob:
         outcome = self._supervise(containers, layouts)
         for pump in pumps:
             pump.join()
-        stager.stop_feeding()
+        feeding_failures = stager.stop_feeding()
+        if feeding_failures and outcome.status == "Completed":
+            # The container saw a truncated channel: SageMaker fails such a job on its side.
+            outcome = Outcome.failed(f"ClientError: {'; '.join(feeding_failures)}")
 
         self._transition("Uploading", "Uploading generated training model")
         self.record.model_artifacts = destinations.publish_artifacts(
@@ -314,10 +317,14 @@ class TrainingJob:
 
     def _supervise(self, containers: list[Container], layouts: list[HostLayout]) -> Outcome:
         """Start every host and wait for the job's end: all exit, a failure, the runtime limit,
-        a stop request, or Ctrl-C (which stops the hosts started so far, then propagates)."""
+        a stop request, or Ctrl-C/SIGTERM.
+
+        Signals are deferred for the whole phase and polled by the wait loop: a
+        KeyboardInterrupt raised inside a Docker call could leave the client's connection pool
+        locked, and the stop that follows would then hang."""
         supervisor = Supervisor([], self.options.stop_grace_seconds)  # hosts join as started
         started_at = time.monotonic()
-        try:
+        with _signals_deferred() as signals:
             try:
                 for container in containers:
                     container.start()
@@ -325,20 +332,7 @@ class TrainingJob:
             except StartFailed as exc:
                 return self._start_failed(exc, containers, supervisor.containers)
             deadline = started_at + self.spec.max_runtime_seconds
-            return self._wait(supervisor, layouts, deadline)
-        except KeyboardInterrupt:
-            # Stopped like StopTrainingJob (artifacts still packed); run() re-raises at the end.
-            self.interrupted = True
-            self.options.notice("Interrupted: stopping the job (Ctrl-C again to kill at once)")
-            self._transition("Stopping", "Stopping the training job")
-            supervisor.stop_all()
-            try:
-                supervisor.wait_all()
-            except KeyboardInterrupt:
-                supervisor.kill_all()
-                supervisor.wait_all()
-            _remove_never_started(containers, supervisor.containers)
-            return Outcome.stopped("Stopped")
+            return self._wait(supervisor, layouts, deadline, signals)
 
     def _start_failed(
         self, exc: StartFailed, containers: list[Container], started: list[Container]
@@ -353,13 +347,27 @@ class TrainingJob:
             reason = f"{reason} (host {containers[len(started)].host})"
         return Outcome.failed(reason)
 
-    def _wait(self, supervisor: Supervisor, layouts: list[HostLayout], deadline: float) -> Outcome:
+    def _wait(
+        self,
+        supervisor: Supervisor,
+        layouts: list[HostLayout],
+        deadline: float,
+        signals: list[int],
+    ) -> Outcome:
         """Wait for every host to exit, applying the completion rule of the module doc."""
         by_host = {layout.host.name: layout for layout in layouts}
         stop_reason: str | None = None
         next_stop_check = 0.0
         while not supervisor.all_exited():
             now = time.monotonic()
+            if signals and not self.interrupted:
+                # Stopped like StopTrainingJob (artifacts still packed); run() re-raises.
+                self.interrupted = True
+                stop_reason = "Stopped"
+                self.options.notice("Interrupted: stopping the job (Ctrl-C again to kill at once)")
+                self._stopping(supervisor)
+            elif len(signals) > 1:
+                supervisor.kill_all()
             supervisor.poll()
             failed = supervisor.first_failure()
             if failed and stop_reason is None:
@@ -370,15 +378,13 @@ class TrainingJob:
                 self.options.notice(
                     f"MaxRuntimeInSeconds ({self.spec.max_runtime_seconds}) reached: stopping"
                 )
-                self._transition("Stopping", "Stopping the training job")
-                supervisor.stop_all()
+                self._stopping(supervisor)
             if stop_reason is None and now >= next_stop_check:
                 next_stop_check = now + 1.0
                 if self.store.stop_requested(self.spec.name):
                     stop_reason = "Stopped"
                     self.options.notice("Stop requested: stopping the job")
-                    self._transition("Stopping", "Stopping the training job")
-                    supervisor.stop_all()
+                    self._stopping(supervisor)
             supervisor.enforce_grace()
             time.sleep(POLL_SECONDS)
         failed = supervisor.first_failure()
@@ -391,6 +397,10 @@ class TrainingJob:
                 reason = f"{reason} (host {host})"
             return Outcome.failed(reason)
         return Outcome.completed()
+
+    def _stopping(self, supervisor: Supervisor) -> None:
+        self._transition("Stopping", "Stopping the training job")
+        supervisor.stop_all()
 
     # -- records ---------------------------------------------------------------------------
 

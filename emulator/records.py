@@ -55,6 +55,8 @@ class JobRecord:
             {"Status": status, "StartTime": stamp(moment), "StatusMessage": message}
         )
         self.secondary = status
+        if status == "Stopping":  # DescribeTrainingJob says Stopping while the hosts stop
+            self.status = "Stopping"
         self.modified = moment
 
     def training_started(self) -> None:

@@ -191,3 +191,22 @@ def test_a_non_root_image_can_write_model_and_output(jobs: JobRunner) -> None:
     assert jobs.probe(record, "uid").strip() == "65534"
     assert jobs.model(record)["weights.bin"] == b"model\n"
     assert jobs.output_archive(record)["report.txt"] == b"output\n"
+
+
+def test_a_non_root_image_can_change_its_file_mode_channel(jobs: JobRunner, make_files) -> None:
+    data = make_files({"a.csv": b"1\n", "nested/b.csv": b"2\n"})
+    script = (
+        "echo changed > /opt/ml/input/data/train/a.csv && "
+        "touch /opt/ml/input/data/train/nested/new.txt && id -u"
+    )
+    request = jobs.request(
+        AlgorithmSpecification=algorithm(
+            TrainingImage="sagemaker-emulator/probe-nonroot:latest",
+            ContainerEntrypoint=["sh", "-c", script],
+        ),
+        InputDataConfig=[channel("train", data)],
+    )
+    record = jobs.run(request)
+    assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
+    assert ("algo-1", "65534") in jobs.logs
+    assert (data / "a.csv").read_bytes() == b"1\n"

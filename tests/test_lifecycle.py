@@ -231,3 +231,51 @@ def test_describe_after_the_run_prints_the_same_record(jobs: JobRunner) -> None:
         [*EMULATOR, "describe", request["TrainingJobName"]], env=env, capture_output=True, text=True
     )
     assert json.loads(described.stdout) == record
+
+
+def test_the_record_says_stopping_while_the_hosts_stop(jobs: JobRunner) -> None:
+    request = jobs.request(Environment=probe_env(sleep="120", ignore_term="1"))
+    name = request["TrainingJobName"]
+    result: dict[str, dict[str, object]] = {}
+    runner = threading.Thread(
+        target=lambda: result.update(record=jobs.run(request, stop_grace_seconds=3))
+    )
+    runner.start()
+    wait_for_status(jobs.home, name, "Training")
+    JobStore(jobs.home).request_stop(name)
+    wait_for_status(jobs.home, name, "Stopping")
+    assert JobStore(jobs.home).get(name)["TrainingJobStatus"] == "Stopping"
+    runner.join(timeout=60)
+    assert result["record"]["TrainingJobStatus"] == "Stopped"
+
+
+def test_a_pipe_channel_that_cannot_be_streamed_fails_the_job(
+    jobs: JobRunner, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "train.manifest"
+    manifest.write_text('{"source-ref": "/nonexistent/image.bin", "label": 1}\n')
+    request = jobs.request(
+        AlgorithmSpecification={
+            "TrainingImage": PROBE,
+            "TrainingInputMode": "Pipe",
+            "ContainerEntrypoint": ["sh", "-c", "cat /opt/ml/input/data/train_0 > /dev/null"],
+        },
+        InputDataConfig=[
+            {
+                "ChannelName": "train",
+                "RecordWrapperType": "RecordIO",
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "AugmentedManifestFile",
+                        "S3Uri": str(manifest),
+                        "AttributeNames": ["source-ref", "label"],
+                    }
+                },
+            }
+        ],
+    )
+    record = jobs.run(request)
+    assert record["TrainingJobStatus"] == "Failed"
+    assert record["FailureReason"].startswith("ClientError: Pipe channel train of algo-1:")
+    assert "/nonexistent/image.bin" in record["FailureReason"]
+    assert jobs.leftovers(request["TrainingJobName"]) == []

@@ -12,6 +12,7 @@ stopped and removed on exit, whatever happened.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -95,6 +96,15 @@ def _shard(channel: ChannelSpec, hosts: list[str], host: str) -> Shard | None:
     return Shard(hosts.index(host), len(hosts))
 
 
+def make_writable(root: Path) -> None:
+    """File-mode channels are the container's to change, whatever its USER: the copies (never
+    the user's files) are made world-writable."""
+    for directory, _, files in os.walk(root):
+        os.chmod(directory, 0o777)
+        for name in files:
+            os.chmod(os.path.join(directory, name), 0o666)
+
+
 class ChannelStager:
     def __init__(
         self,
@@ -152,6 +162,7 @@ class ChannelStager:
             resolved.source.download(entries, destination, self.progress)
         finally:
             self.progress.finish()
+        make_writable(destination)
 
     def _stage_pipe(self, resolved: ResolvedChannel, layout: HostLayout) -> None:
         spool = self.work_dir / "spool" / layout.host.name
@@ -183,8 +194,10 @@ class ChannelStager:
         for _, feeder in self._feeders:
             feeder.start()
 
-    def stop_feeding(self) -> None:
-        """Stop the Pipe feeders (the containers have exited) and report what they saw."""
+    def stop_feeding(self) -> list[str]:
+        """Stop the Pipe feeders (the containers have exited), report what they streamed, and
+        return the failures of those that could not stream their channel."""
+        failures = []
         for host, feeder in self._feeders:
             feeder.stop()
             stats = feeder.stats()
@@ -193,4 +206,5 @@ class ChannelStager:
                 f"{stats.epochs_closed_early} closed early, {stats.bytes_written} bytes streamed"
             )
             if feeder.error is not None:
-                self.notice(f"{host} pipe {feeder.name}: the feeder stopped: {feeder.error}")
+                failures.append(f"Pipe channel {feeder.name} of {host}: {feeder.error}")
+        return failures
