@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from emulator.config import configure_s3
 from emulator.errors import EmulatorError, RequestInvalid
 from emulator.instances import parse_gpus
 from emulator.job import DEFAULT_STOP_GRACE_SECONDS, RunOptions, run_training_job
@@ -99,6 +100,18 @@ def _gpus(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
     is_flag=True,
     help="Allow channels, checkpoints and output in ~/.ssh, ~/.aws, /etc, ... (see docs).",
 )
+@click.option(
+    "--s3-endpoint-url",
+    metavar="URL",
+    help="S3-compatible server to use instead of AWS (sets AWS_ENDPOINT_URL_S3).",
+)
+@click.option("--profile", help="AWS profile for S3 access (sets AWS_PROFILE).")
+@click.option("--region", help="AWS region: S3 client, job ARN and the container's AWS_REGION.")
+@click.option(
+    "--pass-aws-credentials",
+    is_flag=True,
+    help="Give the containers your AWS credentials (never with EnableNetworkIsolation).",
+)
 @click.option("--replace", is_flag=True, help="Discard an earlier finished job of the same name.")
 @click.option("--json", "as_json", is_flag=True, help="Print only the job record, as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display and no status lines.")
@@ -121,6 +134,10 @@ def run(
     gpus: int | None,
     apply_instance_limits: bool,
     allow_sensitive_paths: bool,
+    s3_endpoint_url: str | None,
+    profile: str | None,
+    region: str | None,
+    pass_aws_credentials: bool,
     replace: bool,
     as_json: bool,
     quiet: bool,
@@ -138,6 +155,9 @@ def run(
     /dev or the Docker socket (nor be / or a folder holding them) without
     --allow-sensitive-paths.
 
+    S3 is reached as boto3 reaches it (AWS_* variables, profiles); the containers get no
+    AWS credentials unless --pass-aws-credentials.
+
     \b
     Examples:
       emulator run request.json
@@ -146,6 +166,7 @@ def run(
     """
     signal.signal(signal.SIGTERM, _interrupt)
     try:
+        configure_s3(endpoint_url=s3_endpoint_url, profile=profile, region=region)
         base, base_dir = load_request(request_file) if request_file else (None, Path.cwd())
         flags = Overrides(
             image=image,
@@ -172,6 +193,8 @@ def run(
             gpus=gpus,
             apply_instance_limits=apply_instance_limits,
             allow_sensitive_paths=allow_sensitive_paths,
+            region=region,
+            pass_aws_credentials=pass_aws_credentials,
         )
         record = _run(request, options, as_json, quiet)
     except EmulatorError as exc:

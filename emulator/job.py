@@ -2,9 +2,11 @@
 
     preflight  engine answers, image is local, every source lists (errors: nothing is created)
     Starting   job registered, work dir, /opt/ml tree and config files per host, job network
-    Downloading  channels staged per host by their effective mode
-    Training   one container per host; logs streamed to metrics, store and the user's sink
-    Uploading  model.tar.gz / output.tar.gz packed and written, on success, stop AND failure
+    Downloading  channels staged per host by their effective mode; checkpoints restored
+    Training   one container per host; logs streamed to metrics, store and the user's sink;
+               checkpoint dirs synced back while it runs (checkpoints.py)
+    Uploading  checkpoints synced a last time; model.tar.gz / output.tar.gz packed and written,
+               on success, stop AND failure
     Completed | Failed | Stopped (MaxRuntimeExceeded, Stopped)
 
 Every resource is registered on an ExitStack the moment it exists, so containers, the network,
@@ -49,6 +51,7 @@ from typing import Any
 from emulator import destinations
 from emulator.artifacts import failure_reason
 from emulator.channels.staging import ChannelStager, ResolvedChannel, resolve_channels
+from emulator.checkpoints import CheckpointSync, check_checkpoint_location
 from emulator.container import (
     Container,
     ContainerPlan,
@@ -58,6 +61,7 @@ from emulator.container import (
     Mount,
     StartFailed,
 )
+from emulator.credentials import container_credentials
 from emulator.errors import EmulatorError
 from emulator.instances import HostResources, plan_resources
 from emulator.layout import HostLayout
@@ -105,6 +109,9 @@ class RunOptions:
     apply_instance_limits: bool = False
     # Let channels, checkpoints and output use sensitive host paths (safety.py).
     allow_sensitive_paths: bool = False
+    # Give the containers the AWS credentials boto3 resolves; never with network isolation
+    # (credentials.py).
+    pass_aws_credentials: bool = False
 
 
 def region_from_environment(explicit: str | None = None) -> str:
@@ -143,6 +150,7 @@ class TrainingJob:
         self.hosts = spec.resources.hosts()
         self.interrupted = False
         self.resources: dict[str, HostResources] = {}
+        self.aws_environment: dict[str, str] = {}  # {} unless pass_aws_credentials
 
     # -- the lifecycle -----------------------------------------------------------------------
 
@@ -191,6 +199,8 @@ class TrainingJob:
             for resolved in channels.values():
                 check_entries(resolved.channel.name, resolved.entries)
         destinations.check_output_location(self.spec)
+        check_checkpoint_location(self.spec)
+        self.aws_environment = container_credentials(self.spec, self.options.pass_aws_credentials)
         return channels
 
     def _host_resources(self, engine: DockerEngine) -> dict[str, HostResources]:
@@ -234,6 +244,14 @@ class TrainingJob:
         )
         cleanup.enter_context(stager)
         extra_mounts = {layout.host.name: stager.stage(layout) for layout in layouts}
+        checkpoints = CheckpointSync(
+            self.spec.checkpoint,
+            {layout.host.name: layout.checkpoint_dir for layout in layouts},
+            self.options.notice,
+            self.options.progress,
+        )
+        cleanup.enter_context(checkpoints)  # synced once more however the job ends
+        checkpoints.restore()
 
         # Log pumps end when their container is removed: join them only after that.
         pumps: list[LogPump] = []
@@ -249,6 +267,7 @@ class TrainingJob:
         self._transition("Training", "Training image download completed. Training in progress.")
         self.record.training_started()
         stager.start_feeding()
+        checkpoints.start()
         outcome = self._supervise(containers, layouts)
         for pump in pumps:
             pump.join()
@@ -258,6 +277,7 @@ class TrainingJob:
             outcome = Outcome.failed(f"ClientError: {'; '.join(feeding_failures)}")
 
         self._transition("Uploading", "Uploading generated training model")
+        checkpoints.finish()
         self.record.model_artifacts = destinations.publish_artifacts(
             self.spec,
             [layout.model_dir for layout in layouts],
@@ -278,6 +298,7 @@ class TrainingJob:
         else:
             command = list(spec.arguments) if spec.arguments is not None else None
         environment = {
+            **self.aws_environment,
             **spec.environment,
             "TRAINING_JOB_NAME": spec.name,
             "TRAINING_JOB_ARN": spec.arn(self.region),

@@ -36,7 +36,7 @@ def commands() -> list[str]:
 def long_options(*command: str) -> list[str]:
     """Every long option of a command's help, --help excepted."""
     found = re.findall(
-        r"(?<![\w-])--[a-z][a-z-]*", "\n".join(section(help_text(*command), "Options"))
+        r"(?<![\w-])--[a-z][a-z0-9-]*", "\n".join(section(help_text(*command), "Options"))
     )
     return [option for option in dict.fromkeys(found) if option != "--help"]
 
