@@ -265,6 +265,40 @@ def test_checkpoints_are_restored_synced_while_running_and_at_the_end(
     assert model["seen/restored.txt"] == b"from an earlier job"  # the container saw them
     assert model["seen/old/prune-me.txt"] == b"old"
     assert jobs.leftovers(request["TrainingJobName"]) == []
+    assert sync_threads() == []
+
+
+def sync_threads() -> list[threading.Thread]:
+    """The checkpoint sync's own thread and watchdog's (observer, emitters, inotify reader)."""
+    return [
+        thread
+        for thread in threading.enumerate()
+        if thread.name == "checkpoint-sync" or type(thread).__module__.startswith("watchdog")
+    ]
+
+
+def test_every_host_of_a_multi_host_job_syncs_into_the_same_prefix(
+    jobs: JobRunner, moto_s3: S3Server
+) -> None:
+    bucket = moto_s3.new_bucket("ckpt")
+    moto_s3.put_objects(bucket, {"m/restored.pt": b"r"})
+    commands = (
+        "set -e; h=$(hostname); echo $h > /opt/ml/checkpoints/$h.pt; "
+        "cp /opt/ml/checkpoints/restored.pt /opt/ml/model/$h-saw.pt; "
+        'if [ "$h" = algo-1 ]; then rm /opt/ml/checkpoints/restored.pt; fi'
+    )
+    request = jobs.request(
+        AlgorithmSpecification=script(commands),
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 2, "VolumeSizeInGB": 1},
+        CheckpointConfig={"S3Uri": f"s3://{bucket}/m"},
+    )
+    record = jobs.run(request)
+    assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
+    model = jobs.model(record)
+    assert model["algo-1-saw.pt"] == model["algo-2-saw.pt"] == b"r"  # restored on every host
+    # algo-1 deleted the restored file; algo-2's unchanged copy does not bring it back.
+    assert s3_objects(moto_s3, bucket, "m/") == {"algo-1.pt": b"algo-1\n", "algo-2.pt": b"algo-2\n"}
+    assert jobs.leftovers(request["TrainingJobName"]) == []
 
 
 def test_a_job_killed_at_max_runtime_keeps_its_checkpoints_to_the_last_write(
