@@ -1,8 +1,5 @@
 """README.md documents every command and every option of the CLI, as `emulator --help` lists
-them (the help text is the source of truth; the README must keep up with it).
-
-The README checks are xfail(strict=False) while the README is being written: they report
-XPASS once it names everything; drop the markers then."""
+them (the help text is the source of truth; the README must keep up with it)."""
 
 from __future__ import annotations
 
@@ -52,7 +49,6 @@ def test_the_help_is_parsed_into_commands_and_options() -> None:
     assert long_options() == ["--version"]
 
 
-@pytest.mark.xfail(strict=False, reason="README being written")
 @pytest.mark.parametrize("command", commands())
 def test_every_command_and_its_options_are_in_the_readme(command: str) -> None:
     readme = README.read_text() if README.exists() else ""
@@ -61,7 +57,6 @@ def test_every_command_and_its_options_are_in_the_readme(command: str) -> None:
     assert missing == [], f"README.md does not mention {missing} of `emulator {command}`"
 
 
-@pytest.mark.xfail(strict=False, reason="README being written")
 def test_the_global_options_are_in_the_readme() -> None:
     readme = README.read_text() if README.exists() else ""
     missing = [option for option in long_options() if not mentioned(readme, option)]
