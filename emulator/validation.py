@@ -650,10 +650,13 @@ def _check_semantics(request: dict[Any, Any], out: _Problems) -> None:
     - MetricDefinitions[].Regex must compile as a Python regex (the metrics engine uses one).
     - Channel names are unique. Each DataSource has exactly one source; FileSystemDataSource
       (EFS/FSx) and DatasetSource cannot run locally; S3DataType Converse is refused.
-    - With the EFFECTIVE mode (channel InputMode, else TrainingInputMode): FastFile takes
-      S3Prefix only (no ManifestFile/AugmentedManifestFile); File and FastFile refuse
+    - With the EFFECTIVE mode (channel InputMode, else TrainingInputMode): AugmentedManifestFile
+      is streamed in Pipe mode only (the emulator does not stage it as files); FastFile takes
+      S3Prefix only (no ManifestFile either); File and FastFile refuse
       CompressionType Gzip and RecordWrapperType RecordIO (Pipe-mode features). ShuffleConfig
       is accepted with every mode (in File mode it orders the ShardedByS3Key split).
+    - A Pipe channel ``c`` owns the names ``c_0``, ``c_1``, ... (its FIFOs in
+      /opt/ml/input/data): no channel of any mode may bear one of them.
     - ResourceConfig is required; InstanceGroups (non-empty) excludes InstanceType and
       InstanceCount, otherwise both are required; every InstanceCount >= 1; group names are
       unique; channel InstanceGroupNames must name groups of ResourceConfig.InstanceGroups.
@@ -742,6 +745,33 @@ def _check_channels(request: dict[Any, Any], out: _Problems) -> None:
             seen[name] = index
         _check_data_source(channel, request, path, out)
         _check_channel_mode(channel, request, path, out)
+    _check_fifo_names(request, out)
+
+
+def _check_fifo_names(request: dict[Any, Any], out: _Problems) -> None:
+    """A Pipe channel ``c`` creates the FIFOs ``c_0``, ``c_1``, ... in /opt/ml/input/data:
+    no other channel (of any mode) may be named like one of them."""
+    channels = [
+        (index, channel)
+        for index, channel in enumerate(_items(request.get("InputDataConfig"))[:20])
+        if isinstance(channel, dict) and _text(channel.get("ChannelName")) is not None
+    ]
+    pipes = {
+        channel["ChannelName"]
+        for _, channel in channels
+        if _effective_mode(channel, request) == "Pipe"
+    }
+    for index, channel in channels:
+        name: str = channel["ChannelName"]
+        match = re.fullmatch(r"(.+)_(?:0|[1-9][0-9]*)", name)
+        if match is None or match.group(1) not in pipes:
+            continue
+        pipe = match.group(1)
+        out.append(
+            f"InputDataConfig[{index}].ChannelName: channel {_excerpt(name)} has the name of a "
+            f"FIFO of the Pipe channel {_excerpt(pipe)} ({pipe}_0, {pipe}_1, ... in "
+            "/opt/ml/input/data); rename one of them"
+        )
 
 
 def _check_data_source(
@@ -809,7 +839,14 @@ def _check_channel_mode(
     if mode is None:
         return  # no valid mode to judge by: the walk reported why
     data_type = _obj(_obj(channel.get("DataSource")).get("S3DataSource")).get("S3DataType")
-    if mode == "FastFile" and data_type in ("ManifestFile", "AugmentedManifestFile"):
+    if mode != "Pipe" and data_type == "AugmentedManifestFile":
+        # channels/staging.py could only refuse it at run time: say so here, before the run.
+        out.append(
+            f"{path}.DataSource.S3DataSource.S3DataType: the emulator streams "
+            f"AugmentedManifestFile in Pipe mode only (this channel's mode is {mode}); set the "
+            "channel's InputMode to Pipe"
+        )
+    elif mode == "FastFile" and data_type == "ManifestFile":
         out.append(
             f"{path}.DataSource.S3DataSource.S3DataType: FastFile mode reads S3Prefix data only "
             f"(got {data_type}); use InputMode File or Pipe for manifests"

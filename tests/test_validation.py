@@ -99,6 +99,8 @@ PIPE_JOB = {f"{ALGO}.TrainingInputMode": "Pipe"}
 FASTFILE_JOB = {f"{ALGO}.TrainingInputMode": "FastFile"}
 SPOT = {"EnableManagedSpotTraining": True}
 TRAIN_CHANNEL = load("minimal")["InputDataConfig"][0]
+PIPE_TRAIN = {**TRAIN_CHANNEL, "InputMode": "Pipe"}
+TRAIN_1 = {**TRAIN_CHANNEL, "ChannelName": "train_1"}
 EFS = {
     "FileSystemId": "fs-0123456789",
     "FileSystemAccessMode": "ro",
@@ -610,7 +612,38 @@ SEMANTIC = [
     case(
         "fastfile-channel-augmented",
         {f"{S3}.S3DataType": "AugmentedManifestFile", f"{CHANNEL}.InputMode": "FastFile"},
-        "FastFile mode reads S3Prefix data only (got AugmentedManifestFile)",
+        "the emulator streams AugmentedManifestFile in Pipe mode only (this channel's mode is "
+        "FastFile); set the channel's InputMode to Pipe",
+    ),
+    case(
+        "file-job-augmented",
+        {f"{S3}.S3DataType": "AugmentedManifestFile"},
+        "the emulator streams AugmentedManifestFile in Pipe mode only (this channel's mode is "
+        "File); set the channel's InputMode to Pipe",
+    ),
+    case(
+        "file-channel-augmented-in-pipe-job",
+        {f"{S3}.S3DataType": "AugmentedManifestFile", f"{CHANNEL}.InputMode": "File", **PIPE_JOB},
+        "streams AugmentedManifestFile in Pipe mode only (this channel's mode is File)",
+    ),
+    case(
+        "pipe-fifo-clashes-with-a-channel",
+        {"InputDataConfig": [PIPE_TRAIN, TRAIN_1]},
+        'channel "train_1" has the name of a FIFO of the Pipe channel "train" (train_0, '
+        "train_1, ... in /opt/ml/input/data); rename one of them",
+        "InputDataConfig[1].ChannelName",
+    ),
+    case(
+        "pipe-job-fifo-clashes-with-an-earlier-channel",
+        {
+            "InputDataConfig": [
+                {**TRAIN_CHANNEL, "ChannelName": "a_0", "InputMode": "File"},
+                {**TRAIN_CHANNEL, "ChannelName": "a"},
+            ],
+            **PIPE_JOB,
+        },
+        'channel "a_0" has the name of a FIFO of the Pipe channel "a"',
+        "InputDataConfig[0].ChannelName",
     ),
     case(
         "file-gzip",
@@ -736,6 +769,17 @@ def test_semantic_rules(edits: dict[str, object], path: str, fragment: str) -> N
             id="file-channel-in-fastfile-job",
         ),
         pytest.param({**GROUPS, GROUP_NAMES: ["b"]}, id="group-names"),
+        pytest.param(
+            {"InputDataConfig": [TRAIN_CHANNEL, TRAIN_1]}, id="file-channels-named-like-fifos"
+        ),
+        pytest.param(
+            {"InputDataConfig": [PIPE_TRAIN, {**TRAIN_CHANNEL, "ChannelName": "train_01"}]},
+            id="pipe-channel-and-a-name-no-fifo-takes",
+        ),
+        pytest.param(
+            {"InputDataConfig": [PIPE_TRAIN, {**TRAIN_CHANNEL, "ChannelName": "train_x"}]},
+            id="pipe-channel-and-a-similar-name",
+        ),
         pytest.param({"EnableNetworkIsolation": True}, id="network-isolation"),
         pytest.param(
             {"StoppingCondition": {"MaxRuntimeInSeconds": 60, "MaxWaitTimeInSeconds": 60}, **SPOT},
