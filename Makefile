@@ -30,7 +30,7 @@ images: venv engine
 	@$(BIN)/python containers/build.py
 
 demo: images
-	cd examples/demo && ../../$(BIN)/emulator run request.json
+	cd examples/demo && ../../$(BIN)/emulator run --replace request.json
 
 test: images
 	$(BIN)/pytest -q tests

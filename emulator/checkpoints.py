@@ -70,6 +70,7 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from emulator.errors import SourceError
+from emulator.layout import make_writable
 from emulator.paths import is_remote
 from emulator.progress import NO_PROGRESS, Progress
 from emulator.sources.base import Entry
@@ -82,9 +83,6 @@ RETRY_SECONDS = 5.0
 RACY_SECONDS = 0.1
 JOIN_SECONDS = 30.0
 READ_CHUNK = 1024 * 1024
-# Restored files and folders: writable by a container running as another user.
-RESTORED_FILE_MODE = 0o666
-RESTORED_DIR_MODE = 0o777
 # watchdog event types that are not changes: reads (ours included) must not trigger syncs.
 _NOT_CHANGES = frozenset({"opened", "closed_no_write"})
 # watchdog's inotify thread warns when a folder created with its subfolders (mkdir -p) gets its
@@ -507,10 +505,10 @@ class CheckpointSync:
                 self.store.fetch(entries, first, self.progress)
             finally:
                 self.progress.finish()
-            _make_writable(first)
+            make_writable(first)
             for host in hosts[1:]:
                 shutil.copytree(first, host.root, symlinks=True, dirs_exist_ok=True)
-                _make_writable(host.root)
+                make_writable(host.root)
             self.notice(
                 f"Restored {len(entries)} checkpoint file(s) ({total} bytes) from {self.store.uri}"
             )
@@ -682,15 +680,6 @@ def _stop_observer(observer: BaseObserver) -> None:
     observer.stop()
     if observer.is_alive():
         observer.join(JOIN_SECONDS)
-
-
-def _make_writable(root: Path) -> None:
-    for dirpath, _, filenames in os.walk(root):
-        os.chmod(dirpath, RESTORED_DIR_MODE)
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            if not os.path.islink(path):
-                os.chmod(path, RESTORED_FILE_MODE)
 
 
 def _summary(problems: list[str]) -> str:

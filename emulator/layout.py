@@ -6,6 +6,8 @@
     <root>/model/          -> /opt/ml/model
     <root>/output/         -> /opt/ml/output         data/, failure
     <root>/checkpoints/    -> CheckpointConfig.LocalPath (only when configured)
+    <root>/pipe_state/     -> /opt/ml/pipe_state      (only with Pipe channels: TensorFlow's
+                                                     PipeModeDataset keeps its state there)
 
 FastFile channels are mounted separately (read-only) at /opt/ml/input/data/<channel>.
 Each host's inputdataconfig.json lists only the channels that reach it (InstanceGroupNames).
@@ -23,11 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from emulator.channels.plan import host_order
 from emulator.spec import ChannelSpec, Host, JobSpec
 
 CONTAINER_ML = "/opt/ml"
 NETWORK_INTERFACE = "eth0"
 WRITABLE = 0o777
+WRITABLE_FILE = 0o666
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,10 @@ class HostLayout:
     def checkpoint_dir(self) -> Path:
         return self.root / "checkpoints"
 
+    @property
+    def pipe_state_dir(self) -> Path:
+        return self.root / "pipe_state"
+
     def channel_dir(self, channel: str) -> Path:
         return self.data_dir / channel
 
@@ -75,6 +83,9 @@ class HostLayout:
         if spec.checkpoint is not None:
             self.checkpoint_dir.mkdir(exist_ok=True)
             os.chmod(self.checkpoint_dir, WRITABLE)
+        if uses_pipe(spec):
+            self.pipe_state_dir.mkdir(exist_ok=True)
+            os.chmod(self.pipe_state_dir, WRITABLE)
         for name, content in config_files(spec, self.host).items():
             (self.config_dir / name).write_text(json.dumps(content, indent=2) + "\n")
 
@@ -88,7 +99,13 @@ class HostLayout:
         }
         if spec.checkpoint is not None:
             mounts[spec.checkpoint.local_path] = self.checkpoint_dir
+        if uses_pipe(spec):
+            mounts[f"{CONTAINER_ML}/pipe_state"] = self.pipe_state_dir
         return mounts
+
+
+def uses_pipe(spec: JobSpec) -> bool:
+    return any(channel.input_mode == "Pipe" for channel in spec.channels)
 
 
 def config_files(spec: JobSpec, host: Host) -> dict[str, Any]:
@@ -148,6 +165,12 @@ def resource_config(spec: JobSpec, host: Host) -> dict[str, Any]:
     }
 
 
-def host_order(names: list[str]) -> list[str]:
-    """Host names sorted by number (algo-2 before algo-10), as SageMaker lists them."""
-    return sorted(names, key=lambda name: (len(name), name))
+def make_writable(root: Path) -> None:
+    """Make a tree the container may change writable whatever its USER (our copies only: File
+    channels, restored checkpoints; never the user's files). Links are left alone."""
+    for directory, _, files in os.walk(root):
+        os.chmod(directory, WRITABLE)
+        for name in files:
+            path = os.path.join(directory, name)
+            if not os.path.islink(path):
+                os.chmod(path, WRITABLE_FILE)

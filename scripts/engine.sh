@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Start a Docker engine if none answers: install Debian's docker.io when dockerd is missing (root
-# with apt only), run dockerd in the background with its log under build/, wait for the socket.
+# Start a Docker engine if none answers: first the host packages (scripts/host-packages.sh:
+# docker.io, mmdebstrap, busybox-static, fuse3 when missing, root with apt only), then dockerd in
+# the background with its log under build/, waiting for the socket.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 log_dir="$here/build"
@@ -16,27 +17,11 @@ sys.exit(0 if b"OK" in s.recv(1024) else 1)
 PY
 }
 
+bash "$here/scripts/host-packages.sh"
+
 if engine_answers; then
   echo "engine: a Docker engine already answers"
   exit 0
-fi
-
-missing=()
-command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
-command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
-[ -x /bin/busybox ] || missing+=(busybox-static)
-command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "engine: ${missing[*]} missing and this is not root with apt-get." >&2
-    echo "engine: install Docker (https://docs.docker.com/engine/install/) and start it, then re-run." >&2
-    exit 2
-  fi
-  echo "engine: installing ${missing[*]} from Debian"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$log_dir/apt.log" 2>&1 \
-    || { echo "engine: apt-get install failed, see $log_dir/apt.log" >&2; exit 2; }
 fi
 
 if [ "$(id -u)" != 0 ]; then

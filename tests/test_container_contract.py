@@ -210,3 +210,20 @@ def test_a_non_root_image_can_change_its_file_mode_channel(jobs: JobRunner, make
     assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
     assert ("algo-1", "65534") in jobs.logs
     assert (data / "a.csv").read_bytes() == b"1\n"
+
+
+def test_pipe_jobs_get_a_writable_pipe_state_dir(jobs: JobRunner, make_files) -> None:
+    """TensorFlow's PipeModeDataset keeps its state in /opt/ml/pipe_state."""
+    data = make_files({"a.bin": b"abc"})
+    script = "touch /opt/ml/pipe_state/PipeModeDataset.lock && cat /opt/ml/input/data/train_0"
+    request = jobs.request(
+        AlgorithmSpecification=algorithm(
+            TrainingImage="sagemaker-emulator/probe-nonroot:latest",
+            TrainingInputMode="Pipe",
+            ContainerEntrypoint=["sh", "-c", script],
+        ),
+        InputDataConfig=[channel("train", data)],
+    )
+    record = jobs.run(request)
+    assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
+    assert ("algo-1", "abc") in jobs.logs

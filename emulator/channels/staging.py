@@ -12,7 +12,6 @@ stopped and removed on exit, whatever happened.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from emulator.channels.pipe_items import PipeItems, Shard
 from emulator.channels.plan import plan_data_source
 from emulator.container import Mount
 from emulator.errors import EnvironmentProblem
-from emulator.layout import CONTAINER_ML, HostLayout
+from emulator.layout import CONTAINER_ML, HostLayout, make_writable
 from emulator.progress import Progress
 from emulator.sources import Entry, Source, open_source
 from emulator.spec import ChannelSpec, JobSpec
@@ -94,15 +93,6 @@ def _shard(channel: ChannelSpec, hosts: list[str], host: str) -> Shard | None:
     if channel.source.distribution != "ShardedByS3Key":
         return None
     return Shard(hosts.index(host), len(hosts))
-
-
-def make_writable(root: Path) -> None:
-    """File-mode channels are the container's to change, whatever its USER: the copies (never
-    the user's files) are made world-writable."""
-    for directory, _, files in os.walk(root):
-        os.chmod(directory, 0o777)
-        for name in files:
-            os.chmod(os.path.join(directory, name), 0o666)
 
 
 class ChannelStager:
