@@ -25,25 +25,19 @@ STATUS_STYLE = {"Completed": "bold green", "Failed": "bold red", "Stopped": "bol
 
 
 class RichProgress(Progress):
-    """Byte and object counts of each transfer as a rich progress bar on the console."""
+    """Byte and object counts of each transfer as a rich progress bar on the console.
+
+    A bar is live only while its transfer runs: container logs printed afterwards (by another
+    console, on stdout) never interleave with a redrawn bar. Transfers come one at a time."""
 
     def __init__(self, console: Console) -> None:
-        self._bar = RichBar(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TextColumn("{task.fields[objects]}"),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
-        )
+        self._console = console
         self._lock = threading.Lock()
+        self._bar: RichBar | None = None
         self._task: TaskID | None = None
         self._objects = (0, 0)
 
     def __enter__(self) -> RichProgress:
-        self._bar.start()
         return self
 
     def __exit__(
@@ -52,30 +46,47 @@ class RichProgress(Progress):
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
-        self._bar.stop()
+        self.finish()
 
     def start(self, description: str, total_bytes: int, total_objects: int) -> None:
         with self._lock:
+            self._stop_bar()
+            self._bar = RichBar(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TextColumn("{task.fields[objects]}"),
+                TimeRemainingColumn(),
+                console=self._console,
+                transient=False,
+            )
             self._objects = (0, total_objects)
             self._task = self._bar.add_task(
                 description, total=total_bytes, objects=f"0/{total_objects} objects"
             )
+            self._bar.start()
 
     def advance(self, nbytes: int) -> None:
         with self._lock:
-            if self._task is not None:
+            if self._bar is not None and self._task is not None:
                 self._bar.advance(self._task, nbytes)
 
     def object_done(self) -> None:
         with self._lock:
             done, total = self._objects[0] + 1, self._objects[1]
             self._objects = (done, total)
-            if self._task is not None:
+            if self._bar is not None and self._task is not None:
                 self._bar.update(self._task, objects=f"{done}/{total} objects")
 
     def finish(self) -> None:
         with self._lock:
-            self._task = None
+            self._stop_bar()
+
+    def _stop_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+        self._bar, self._task = None, None
 
 
 def print_summary(console: Console, record: dict[str, Any]) -> None:
