@@ -25,7 +25,7 @@ from emulator.prune import prune_leftovers
 from emulator.render import RichProgress, print_summary
 from emulator.request_builder import Overrides, build_request, load_request, split_pair
 from emulator.store import JobStore, default_home
-from emulator.validation import validate_request
+from emulator.validation import parse_request, validate_request
 
 EXIT_FOR_STATUS = {"Completed": 0, "Failed": 1, "Stopped": 3}
 EXIT_USAGE = 2
@@ -217,8 +217,9 @@ def _interrupt(signum: int, frame: object) -> None:
 def _run(
     request: dict[str, Any], options: RunOptions, as_json: bool, quiet: bool
 ) -> dict[str, Any]:
+    spec = parse_request(request)  # RequestInvalid before anything is shown or started
     log_console = Console(file=sys.stderr if as_json else sys.stdout, highlight=False)
-    multi_host = _host_count(request) > 1
+    multi_host = len(spec.resources.hosts()) > 1
 
     def log_sink(host: str, line: str) -> None:
         prefix = f"[{host}] " if multi_host else ""
@@ -233,19 +234,8 @@ def _run(
     if not quiet and stderr.is_terminal:
         with RichProgress(stderr) as progress:
             options.progress = progress
-            return run_training_job(request, options)
-    return run_training_job(request, options)
-
-
-def _host_count(request: dict[str, Any]) -> int:
-    resources = request.get("ResourceConfig")
-    if not isinstance(resources, dict):
-        return 1
-    groups = resources.get("InstanceGroups")
-    if isinstance(groups, list) and groups:
-        return sum(g.get("InstanceCount", 0) for g in groups if isinstance(g, dict)) or 1
-    count = resources.get("InstanceCount", 1)
-    return count if isinstance(count, int) else 1
+            return run_training_job(spec, options)
+    return run_training_job(spec, options)
 
 
 @main.command()

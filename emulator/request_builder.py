@@ -108,11 +108,42 @@ def default_job_name(image: str | None) -> str:
 def build_request(
     base: dict[str, Any] | None, flags: Overrides, default_output: str
 ) -> dict[str, Any]:
-    """``base`` (or a fresh request) with every given flag applied."""
+    """``base`` (or a fresh request) with every given flag applied.
+
+    A flag that sets a member inside an object (``--instance-type`` in ResourceConfig, ...)
+    applies only where that object is missing or is one: a member of the wrong type is left
+    as given, for validation to report with its path."""
     request = copy.deepcopy(base) if base is not None else _fresh(flags, default_output)
-    spec = request.setdefault("AlgorithmSpecification", {})
-    if not isinstance(spec, dict):
-        return request  # validation reports the wrong type with its path
+    spec = _member_object(request, "AlgorithmSpecification")
+    if spec is not None:
+        _apply_algorithm(spec, flags)
+    _apply_channels(request, flags.channels)
+    _merge_map(request, "HyperParameters", flags.hyperparameters)
+    _merge_map(request, "Environment", flags.environment)
+    if flags.job_name is not None:
+        request["TrainingJobName"] = flags.job_name
+    _set_in(request, "OutputDataConfig", "S3OutputPath", flags.output)
+    _set_in(request, "StoppingCondition", "MaxRuntimeInSeconds", flags.max_runtime)
+    _set_in(request, "ResourceConfig", "InstanceType", flags.instance_type)
+    _set_in(request, "ResourceConfig", "InstanceCount", flags.instance_count)
+    return request
+
+
+def _member_object(request: dict[str, Any], member: str) -> dict[str, Any] | None:
+    """``request[member]``, created empty when missing; None when it is not an object."""
+    value = request.setdefault(member, {})
+    return value if isinstance(value, dict) else None
+
+
+def _set_in(request: dict[str, Any], member: str, key: str, value: object) -> None:
+    if value is None:
+        return
+    target = _member_object(request, member)
+    if target is not None:
+        target[key] = value
+
+
+def _apply_algorithm(spec: dict[str, Any], flags: Overrides) -> None:
     if flags.image is not None:
         spec["TrainingImage"] = flags.image
         spec.pop("AlgorithmName", None)
@@ -123,26 +154,12 @@ def build_request(
     if flags.input_mode is not None:
         spec["TrainingInputMode"] = flags.input_mode
     if flags.metrics:
-        definitions = {
-            d.get("Name"): d for d in spec.get("MetricDefinitions") or [] if isinstance(d, dict)
-        }
+        current = spec.get("MetricDefinitions")
+        given = current if isinstance(current, list) else []
+        definitions = {d.get("Name"): d for d in given if isinstance(d, dict)}
         for name, regex in flags.metrics:
             definitions[name] = {"Name": name, "Regex": regex}
         spec["MetricDefinitions"] = list(definitions.values())
-    _apply_channels(request, flags.channels)
-    _merge_map(request, "HyperParameters", flags.hyperparameters)
-    _merge_map(request, "Environment", flags.environment)
-    if flags.output is not None:
-        request.setdefault("OutputDataConfig", {})["S3OutputPath"] = flags.output
-    if flags.job_name is not None:
-        request["TrainingJobName"] = flags.job_name
-    if flags.max_runtime is not None:
-        request.setdefault("StoppingCondition", {})["MaxRuntimeInSeconds"] = flags.max_runtime
-    if flags.instance_type is not None:
-        request.setdefault("ResourceConfig", {})["InstanceType"] = flags.instance_type
-    if flags.instance_count is not None:
-        request.setdefault("ResourceConfig", {})["InstanceCount"] = flags.instance_count
-    return request
 
 
 def _fresh(flags: Overrides, default_output: str) -> dict[str, Any]:
@@ -178,7 +195,6 @@ def _apply_channels(request: dict[str, Any], channels: list[tuple[str, str]]) ->
 
 def _merge_map(request: dict[str, Any], member: str, pairs: list[tuple[str, str]]) -> None:
     if pairs:
-        current = request.get(member)
-        merged = dict(current) if isinstance(current, dict) else {}
-        merged.update(pairs)
-        request[member] = merged
+        merged = _member_object(request, member)
+        if merged is not None:  # else validation reports the wrong type
+            merged.update(pairs)

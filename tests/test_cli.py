@@ -166,6 +166,48 @@ def test_mistakes_exit_2_with_a_clear_message(
     assert_usage_error(cli(*args), *fragments)
 
 
+@pytest.mark.parametrize(
+    ("members", "flags", "fragment"),
+    [
+        ({"ResourceConfig": "ml.m5.large"}, ["--instance-type", "local"], "ResourceConfig: must"),
+        ({"ResourceConfig": None}, ["--instance-count", "2"], "ResourceConfig: "),
+        ({"OutputDataConfig": ["x"]}, ["--output", "out"], "OutputDataConfig: must"),
+        ({"StoppingCondition": 60}, ["--max-runtime", "60"], "StoppingCondition: must"),
+        ({"HyperParameters": "a=1"}, ["--hyperparameter", "b=2"], "HyperParameters: must"),
+        ({"Environment": ["A=1"]}, ["--env", "B=2"], "Environment: must"),
+        ({"AlgorithmSpecification": "x"}, ["--image", PROBE], "AlgorithmSpecification: must"),
+        (
+            {"ResourceConfig": {"InstanceGroups": [{"InstanceCount": "2"}]}},
+            [],
+            "ResourceConfig.InstanceGroups[0].InstanceCount: must be an integer",
+        ),
+        (
+            {"ResourceConfig": {"InstanceGroups": [{"InstanceCount": None}, "g"]}},
+            [],
+            "ResourceConfig.InstanceGroups[1]: must be an object",
+        ),
+        ({"ResourceConfig": {"InstanceCount": [2]}}, [], "ResourceConfig.InstanceCount: must"),
+    ],
+    ids=[
+        "resources-string",
+        "resources-null",
+        "output-list",
+        "stopping-number",
+        "hyperparameters-string",
+        "environment-list",
+        "algorithm-string",
+        "group-count-string",
+        "group-junk",
+        "count-list",
+    ],
+)
+def test_malformed_requests_exit_2_without_a_traceback(
+    cli: Cli, members: dict[str, Any], flags: list[str], fragment: str
+) -> None:
+    path = cli.request_file(**members)
+    assert_usage_error(cli("run", str(path), *flags), fragment)
+
+
 def test_validate_accepts_a_valid_request(cli: Cli) -> None:
     path = cli.request_file()
     result = cli("validate", str(path))

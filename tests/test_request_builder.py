@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from emulator.errors import EmulatorError, RequestInvalid
 from emulator.request_builder import (
@@ -20,7 +22,7 @@ from emulator.request_builder import (
     load_request,
     split_pair,
 )
-from emulator.validation import validate_request
+from emulator.validation import parse_request, validate_request
 from tests.fixtures.jobs import PROBE, channel, probe_request
 
 # CreateTrainingJob's TrainingJobName (botocore service model), length 1-63.
@@ -313,3 +315,119 @@ def test_paths_typed_as_flags_resolve_against_the_given_directory(uri: str, reso
 def test_resolving_flag_paths_leaves_other_flags_alone() -> None:
     flags = Overrides(image=PROBE, hyperparameters=[("path", "relative/value")])
     assert flags.resolved_against(Path("/work/dir")) == flags
+
+
+# -- whatever the request file and the flags hold: problems, never a traceback -------------------
+
+MEMBERS = [
+    "TrainingJobName",
+    "AlgorithmSpecification",
+    "OutputDataConfig",
+    "ResourceConfig",
+    "StoppingCondition",
+    "HyperParameters",
+    "Environment",
+    "InputDataConfig",
+    "MetricDefinitions",
+    "InstanceGroups",
+    "InstanceCount",
+    "InstanceType",
+    "TrainingImage",
+    "TrainingInputMode",
+    "ChannelName",
+]
+KEYS = st.sampled_from(MEMBERS) | st.text(max_size=8)
+SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
+JSON_VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=4),
+    max_leaves=12,
+)
+TEXT = st.text(max_size=12)
+PAIRS = st.lists(st.tuples(TEXT, TEXT), max_size=2)
+
+
+def maybe(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.none() | strategy
+
+
+@st.composite
+def overrides(draw: st.DrawFn) -> Overrides:
+    return Overrides(
+        image=draw(maybe(TEXT)),
+        entrypoint=draw(st.lists(TEXT, max_size=2)),
+        arguments=draw(st.lists(TEXT, max_size=2)),
+        input_mode=draw(maybe(st.sampled_from(["File", "Pipe", "FastFile"]))),
+        channels=draw(PAIRS),
+        hyperparameters=draw(PAIRS),
+        environment=draw(PAIRS),
+        metrics=draw(PAIRS),
+        output=draw(maybe(TEXT)),
+        job_name=draw(maybe(TEXT)),
+        max_runtime=draw(maybe(st.integers())),
+        instance_type=draw(maybe(TEXT)),
+        instance_count=draw(maybe(st.integers())),
+    )
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> dict[str, Any] | None:
+    """None (flags alone), junk, or a valid request with members replaced by junk."""
+    kind = draw(st.sampled_from(["none", "junk", "mutated"]))
+    if kind == "none":
+        return None
+    if kind == "junk":
+        return draw(st.dictionaries(KEYS, JSON_VALUES, max_size=6))
+    request = base_request(HyperParameters={"a": "1"}, Environment={"B": "2"})
+    for member in draw(st.lists(st.sampled_from(sorted(request)), max_size=3)):
+        request[member] = draw(JSON_VALUES)
+    for member in draw(st.lists(st.sampled_from(MEMBERS), max_size=2)):
+        request[member] = draw(JSON_VALUES)
+    return request
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(requests(), overrides())
+def test_any_request_with_any_flags_yields_problems_never_a_traceback(
+    base: dict[str, Any] | None, flags: Overrides
+) -> None:
+    try:
+        request = build_request(base, flags, OUTPUT)
+        validate_request(request)
+        parse_request(request)
+    except (RequestInvalid, EmulatorError):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("member", "flags"),
+    [
+        ("ResourceConfig", Overrides(instance_type="ml.m5.large")),
+        ("ResourceConfig", Overrides(instance_count=2)),
+        ("OutputDataConfig", Overrides(output="/tmp/out")),
+        ("StoppingCondition", Overrides(max_runtime=60)),
+        ("HyperParameters", Overrides(hyperparameters=[("a", "1")])),
+        ("Environment", Overrides(environment=[("A", "1")])),
+        ("AlgorithmSpecification", Overrides(image=PROBE, job_name="named-by-flag")),
+    ],
+)
+@pytest.mark.parametrize("junk", ["a string", None, 3, ["a", "list"]])
+def test_a_flag_leaves_a_member_of_the_wrong_type_for_validation_to_report(
+    member: str, flags: Overrides, junk: object
+) -> None:
+    request = build_request(base_request(**{member: junk}), flags, OUTPUT)
+    assert request[member] == junk
+    assert any(p.startswith(f"{member}: ") for p in validate_request(request))
+    if flags.job_name is not None:  # the other flags still apply
+        assert request["TrainingJobName"] == flags.job_name
+
+
+@pytest.mark.parametrize("junk", [5, "abc", {"Name": "x"}, None])
+def test_a_metric_flag_with_malformed_metric_definitions(junk: object) -> None:
+    request = build_request(
+        base_request(AlgorithmSpecification={"TrainingImage": PROBE, "MetricDefinitions": junk}),
+        Overrides(metrics=[("loss", "loss=([0-9.]+)")]),
+        OUTPUT,
+    )
+    definitions = request["AlgorithmSpecification"]["MetricDefinitions"]
+    assert {"Name": "loss", "Regex": "loss=([0-9.]+)"} in definitions
