@@ -7,6 +7,7 @@ Exit status: 0 Completed, 1 Failed, 2 invalid request / usage / environment prob
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sys
 from pathlib import Path
@@ -59,6 +60,12 @@ def _gpus(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
         raise click.BadParameter(str(exc).removeprefix(f"--gpus {value!r}: ")) from exc
 
 
+def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not math.isfinite(value):  # FloatRange lets nan and inf through
+        raise click.BadParameter(f"{value} is not a finite number of seconds.")
+    return value
+
+
 @main.command()
 @click.argument("request_file", required=False, metavar="[REQUEST.json]")
 @click.option("--image", help="TrainingImage (must be present locally; never pulled).")
@@ -78,7 +85,8 @@ def _gpus(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
 @click.option("--instance-count", type=int, help="ResourceConfig.InstanceCount.")
 @click.option(
     "--stop-grace",
-    type=float,
+    type=click.FloatRange(min=0),
+    callback=_finite,
     default=DEFAULT_STOP_GRACE_SECONDS,
     show_default=True,
     metavar="SECONDS",

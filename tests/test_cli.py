@@ -208,6 +208,14 @@ def test_malformed_requests_exit_2_without_a_traceback(
     assert_usage_error(cli("run", str(path), *flags), fragment)
 
 
+@pytest.mark.parametrize("grace", ["-1", "nan", "inf", "-inf", "NaN", "1e400", "soon"])
+def test_stop_grace_must_be_a_finite_number_of_seconds(cli: Cli, grace: str) -> None:
+    result = cli("run", "--image", PROBE, "--stop-grace", grace)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert "Invalid value for '--stop-grace'" in result.stderr, result.stderr
+
+
 def test_validate_accepts_a_valid_request(cli: Cli) -> None:
     path = cli.request_file()
     result = cli("validate", str(path))
