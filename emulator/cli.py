@@ -25,7 +25,7 @@ from emulator.job import DEFAULT_STOP_GRACE_SECONDS, RunOptions, run_training_jo
 from emulator.prune import prune_leftovers
 from emulator.render import RichProgress, print_summary
 from emulator.request_builder import Overrides, build_request, load_request, split_pair
-from emulator.store import JobStore, default_home
+from emulator.store import JobStore, default_home, process_alive
 from emulator.validation import parse_request, validate_request
 
 EXIT_FOR_STATUS = {"Completed": 0, "Failed": 1, "Stopped": 3}
@@ -306,6 +306,12 @@ def stop(name: str) -> None:
         record = store.get(name)
         if record["TrainingJobStatus"] not in ("InProgress", "Stopping"):
             fail(f"Training job {name!r} is not running (status {record['TrainingJobStatus']})")
+        pid = store.owner_pid(name)
+        if not process_alive(pid):  # nothing would ever act on the request
+            fail(
+                f"the emulator process running training job {name!r} (pid {pid}) is gone; "
+                "run `emulator prune` to record the job Failed and remove its leftovers"
+            )
         store.request_stop(name)
     except EmulatorError as exc:
         fail(str(exc))

@@ -170,6 +170,15 @@ class JobStore:
             ).fetchall()
         return [MetricPoint(name, value, stamp, host) for name, value, stamp, host in rows]
 
+    def owner_pid(self, name: str) -> int:
+        """The pid of the emulator process that created (and runs) the job."""
+        with self._db() as db:
+            row = db.execute("SELECT pid FROM jobs WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise JobNotFound(f"No training job named {name!r}; `emulator list` shows the jobs")
+        pid: int = row[0]
+        return pid
+
     def request_stop(self, name: str) -> None:
         self.get(name)
         with self._db() as db:

@@ -24,6 +24,7 @@ from click.testing import CliRunner, Result
 from emulator.cli import main
 from emulator.container import LABEL_JOB
 from emulator.prune import WORK_DIR_PREFIX
+from emulator.store import JobStore
 from tests.fixtures.jobs import PROBE, channel, probe_request, read_archive, unique_name
 
 EMULATOR = [sys.executable, "-m", "emulator.cli"]
@@ -214,6 +215,36 @@ def test_stop_grace_must_be_a_finite_number_of_seconds(cli: Cli, grace: str) -> 
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     assert "Invalid value for '--stop-grace'" in result.stderr, result.stderr
+
+
+def create_job_in_another_process(home: Path, name: str) -> None:
+    """A running job whose emulator process has since ended (killed, say)."""
+    code = (
+        "import sys; from pathlib import Path; from emulator.store import JobStore; "
+        "JobStore(Path(sys.argv[1])).create("
+        "{'TrainingJobName': sys.argv[2], 'TrainingJobStatus': 'InProgress'})"
+    )
+    subprocess.run([sys.executable, "-c", code, str(home), name], check=True)
+
+
+def test_stop_refuses_a_job_whose_emulator_is_gone(cli: Cli) -> None:
+    create_job_in_another_process(cli.home, "orphan")
+    assert_usage_error(
+        cli("stop", "orphan"),
+        "the emulator process running training job 'orphan'",
+        "is gone",
+        "emulator prune",
+    )
+    assert not JobStore(cli.home).stop_requested("orphan")
+
+
+def test_stop_requests_a_stop_of_a_job_whose_emulator_lives(cli: Cli) -> None:
+    JobStore(cli.home).create({"TrainingJobName": "live", "TrainingJobStatus": "InProgress"})
+    result = cli("stop", "live")
+    assert result.exit_code == 0, result.output
+    assert "Stop requested for live" in result.stdout
+    assert JobStore(cli.home).stop_requested("live")
+    assert JobStore(cli.home).owner_pid("live") == os.getpid()
 
 
 def test_validate_accepts_a_valid_request(cli: Cli) -> None:
