@@ -263,11 +263,28 @@ def test_a_failing_sync_is_reported_retried_and_fails_the_final_sync(
     assert any("failed" in n for n in notices)
 
 
-def test_without_checkpoint_config_everything_is_a_no_op(hosts: dict[str, Path]) -> None:
-    with CheckpointSync(None, hosts) as sync:
+def test_without_checkpoint_config_everything_is_a_no_op(
+    tmp_path: Path, hosts: dict[str, Path]
+) -> None:
+    write(hosts["algo-1"], {"a.pt": b"a", "sub/b.pt": b"b"})
+    before = {name: tree(root) for name, root in hosts.items()}
+    listing = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    threads = set(threading.enumerate())
+    notices: list[str] = []
+    with CheckpointSync(None, hosts, notices.append) as sync:
         sync.restore()
         sync.start()
-    check_checkpoint_location(JobSpec("j", "i", "File", (), "/tmp", ResourceSpec("ml.m5.large", 1)))
+        assert set(threading.enumerate()) == threads  # no watcher, no sync worker
+        write(hosts["algo-2"], {"late.pt": b"late"})  # would be synced, were there a store
+    assert sync.store is None
+    assert notices == []
+    after = {name: tree(root) for name, root in hosts.items()}
+    assert after == {**before, "algo-2": {"late.pt": b"late"}}  # nothing restored or removed
+    listing.append(str((hosts["algo-2"] / "late.pt").relative_to(tmp_path)))
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == sorted(listing)
+    spec = JobSpec("j", "i", "File", (), "/tmp", ResourceSpec("ml.m5.large", 1))
+    assert spec.checkpoint is None
+    check_checkpoint_location(spec)  # no location: nothing to check, no error
 
 
 def test_a_local_location_that_is_a_file_is_refused(tmp_path: Path) -> None:
