@@ -14,6 +14,9 @@ The dispatcher between the two kinds of output location:
 ``.../output/model/`` (one object per file on S3; what an earlier run of the same job name left
 there is removed). Symlinks the job left in /opt/ml/model are kept as symlinks locally; S3 has
 no symlinks, so they are not uploaded (a notice names them) and never followed.
+
+An OSError while packing or writing (a full disk, an output path that became a file, denied
+access) becomes a SourceError naming the path: the job then ends Failed with a ClientError.
 """
 
 from __future__ import annotations
@@ -64,8 +67,21 @@ def publish_artifacts(
     notice: Notice,
 ) -> str:
     """Pack and write the artifacts of every host; return ModelArtifacts.S3ModelArtifacts."""
-    if is_remote(spec.output_path):
-        return _publish_to_s3(spec, model_dirs, output_dirs, notice)
+    try:
+        if is_remote(spec.output_path):
+            return _publish_to_s3(spec, model_dirs, output_dirs, notice)
+        return _publish_locally(spec, model_dirs, output_dirs, notice)
+    except OSError as exc:
+        path = f" ({exc.filename})" if exc.filename else ""
+        raise SourceError(
+            f"writing the job's artifacts to {job_output_uri(spec)} failed: "
+            f"{exc.strerror or exc}{path}"
+        ) from exc
+
+
+def _publish_locally(
+    spec: JobSpec, model_dirs: list[Path], output_dirs: list[Path], notice: Notice
+) -> str:
     target = local_path(job_output_uri(spec))
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target, prefix=".packing-") as scratch:

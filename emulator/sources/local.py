@@ -4,11 +4,19 @@ Resolution mirrors S3Prefix: a directory is the prefix ``dir/`` (every file belo
 relative to it); a file is one object named by its base name; anything else is a string prefix
 of the names in its parent directory, as ``s3://bucket/data/tra`` matches ``data/train/x``.
 Symbolic links to files are followed; links to directories are not (no loops, no escapes).
+
+Every OSError of the file system (denied access, a name too long, a file removed after the
+listing, a full disk) becomes a SourceError naming the path and the system's message; except
+that ``open``/``read_range`` of a vanished file raise FileNotFoundError, the Source protocol's
+"missing object" (FastFile answers ENOENT with it).
+A File-mode download copies with a few threads; on the first error (or Ctrl-C) the copies not
+yet begun are cancelled and those under way stop at their next chunk before it re-raises.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,6 +41,16 @@ def local_path(uri: str) -> Path:
     return Path(uri).expanduser().absolute()
 
 
+def os_error(what: str, exc: OSError) -> SourceError:
+    """A SourceError for an OSError: ``what`` failed, with the path and the system's reason."""
+    path = f" ({exc.filename})" if exc.filename else ""
+    return SourceError(f"{what}: {exc.strerror or exc}{path}")
+
+
+class _Cancelled(Exception):
+    """A copy stopped because another one failed (or the download was interrupted)."""
+
+
 def _walk_files(directory: str, relative: str = "") -> Iterator[tuple[str, str, int]]:
     """(relative path, absolute path, size) of every file below ``directory``.
 
@@ -55,8 +73,8 @@ class LocalSource(Source):
     def entries(self) -> list[Entry]:
         try:
             found = self._resolve()
-        except PermissionError as exc:
-            raise SourceError(f"{self.uri}: permission denied ({exc.filename})") from exc
+        except OSError as exc:
+            raise os_error(self.uri, exc) from exc
         if not found:
             raise SourceError(
                 f"{self.uri}: no files found; point the channel at a non-empty directory or a file"
@@ -89,22 +107,41 @@ class LocalSource(Source):
         return found
 
     def open(self, entry: Entry) -> BinaryIO:
-        return open(entry.location, "rb")
+        try:
+            return open(entry.location, "rb")
+        except FileNotFoundError:
+            raise  # the Source protocol's "missing object" (sources/base.py)
+        except OSError as exc:
+            raise os_error(f"{self.uri}: cannot open {entry.relative_path}", exc) from exc
 
     def read_range(self, entry: Entry, offset: int, length: int) -> bytes:
-        with open(entry.location, "rb") as handle:
-            return os.pread(handle.fileno(), length, offset)
+        try:
+            with open(entry.location, "rb") as handle:
+                return os.pread(handle.fileno(), length, offset)
+        except FileNotFoundError:
+            raise  # the Source protocol's "missing object" (sources/base.py)
+        except OSError as exc:
+            raise os_error(f"{self.uri}: cannot read {entry.relative_path}", exc) from exc
 
     def download(self, entries: list[Entry], dest: Path, progress: Progress = NO_PROGRESS) -> None:
+        cancelled = threading.Event()
+
         def copy(entry: Entry) -> None:
             target = dest / entry.relative_path
-            target.parent.mkdir(parents=True, exist_ok=True)
             copied = 0
-            with open(entry.location, "rb") as src, open(target, "wb") as dst:
-                while chunk := src.read(COPY_CHUNK):
-                    dst.write(chunk)
-                    copied += len(chunk)
-                    progress.advance(len(chunk))
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open(entry.location, "rb") as src, open(target, "wb") as dst:
+                    while chunk := src.read(COPY_CHUNK):
+                        if cancelled.is_set():
+                            raise _Cancelled
+                        dst.write(chunk)
+                        copied += len(chunk)
+                        progress.advance(len(chunk))
+            except OSError as exc:
+                raise os_error(
+                    f"{self.uri}: copying {entry.relative_path} to {target} failed", exc
+                ) from exc
             if copied != entry.size:
                 raise SourceError(
                     f"{entry.location}: copied {copied} bytes but the file had {entry.size} "
@@ -112,6 +149,12 @@ class LocalSource(Source):
                 )
             progress.object_done()
 
-        with ThreadPoolExecutor(max_workers=COPY_WORKERS) as pool:
+        pool = ThreadPoolExecutor(max_workers=COPY_WORKERS)
+        try:
             for future in [pool.submit(copy, entry) for entry in entries]:
                 future.result()
+        except BaseException:
+            cancelled.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
