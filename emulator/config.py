@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from emulator.errors import SourceError
+from emulator.spec import DEFAULT_REGION
 
 RetryMode = Literal["standard", "adaptive", "legacy"]
 
@@ -55,13 +56,28 @@ class S3Settings:
             endpoint_url=None if ignore_endpoints else env.get(ENV_ENDPOINT_URL) or None,
             # botocore: AWS_DEFAULT_PROFILE wins over AWS_PROFILE.
             profile=env.get("AWS_DEFAULT_PROFILE") or env.get("AWS_PROFILE") or None,
-            # botocore reads AWS_DEFAULT_REGION; AWS_REGION is what other SDKs (and SageMaker
-            # containers) use, accepted as a fallback.
-            region=env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION") or None,
+            region=region_from_environ(env),
             retry_mode=_retry_mode(env.get("AWS_RETRY_MODE")),
             max_attempts=_positive_int(env, "AWS_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS),
             max_concurrency=_positive_int(env, ENV_MAX_CONCURRENCY, DEFAULT_MAX_CONCURRENCY),
         )
+
+
+def region_from_environ(environ: Mapping[str, str] | None = None) -> str | None:
+    """The region the environment names, or None.
+
+    botocore (1.44) reads only AWS_DEFAULT_REGION for a client's region (AWS_REGION only in its
+    Lambda-style "auto" defaults mode); AWS_REGION is what other SDKs and SageMaker containers
+    use, accepted here as a fallback so that either variable alone works."""
+    env = os.environ if environ is None else environ
+    return env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION") or None
+
+
+def resolve_region(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> str:
+    """The job's region (ARNs, the containers' AWS_REGION): an explicit value (``--region``,
+    ``RunOptions.region``) > AWS_DEFAULT_REGION > AWS_REGION > DEFAULT_REGION. The one place
+    that resolves it, so the S3 client and the job never disagree about the environment."""
+    return explicit or region_from_environ(environ) or DEFAULT_REGION
 
 
 def configure_s3(
