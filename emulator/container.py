@@ -1,8 +1,14 @@
 """Everything the emulator asks of Docker, through docker-py (the only module importing it).
 
 Docker errors are translated here, once, into the emulator's own: ``EnvironmentProblem`` for
-what the user must fix (no engine, missing image, no GPUs), ``StartFailed`` for a container that
-could not start (the job then fails, as SageMaker's would). Every container and network carries
+what the user must fix (no engine, missing image, no GPUs, an engine that stops answering),
+``StartFailed`` for a container that could not start (the job then fails, as SageMaker's would).
+No docker-py or requests exception leaves this module. A job container removed from outside the
+emulator (``docker rm -f``) while the job runs counts as a host that exited with code 137 (what
+the engine reports for a SIGKILL, which is how ``docker rm -f`` ends it), with
+``Exit.removed`` set (or, when its kill was seen before the removal, ``removed_from_outside``
+says so): the job fails with the reason "the container of algo-N was removed from
+outside the emulator" (see ``job.py``). Every container and network carries
 the label ``sagemaker-emulator.job=<job>`` (and the emulator's pid) so that ``prune`` finds
 leftovers even after a crash.
 
@@ -40,6 +46,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -49,6 +56,7 @@ import docker
 import docker.errors
 import docker.types
 import docker.utils.socket
+import requests.exceptions
 
 from emulator.errors import EnvironmentProblem
 
@@ -63,8 +71,27 @@ NETWORK_ATTEMPTS = 20
 NVIDIA_HOOK = "nvidia-container-runtime-hook"
 NETWORK_REMOVAL_SECONDS = 15.0
 INHIBIT_IPV4 = "com.docker.network.bridge.inhibit_ipv4"  # no address for the bridge on the host
+EXIT_REMOVED = 137  # a container removed from outside (docker rm -f kills it: 128 + SIGKILL)
+REMOVAL_SECONDS = 1.0  # how long a host killed from outside is watched for its removal
 
 _EXEC_ERROR = re.compile(r'(exec: "[^"]*": [^:]+?)(?:: unknown)?$')
+
+# What a docker-py call can raise: the engine's answers (APIError is a requests HTTPError) and
+# transport failures (engine gone, socket closed, timeout).
+_DOCKER_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
+
+
+@contextmanager
+def _engine_call(what: str) -> Iterator[None]:
+    """Translate a failing Docker call into EnvironmentProblem naming ``what`` was asked."""
+    try:
+        yield
+    except _DOCKER_ERRORS as exc:
+        detail = getattr(exc, "explanation", None) or exc
+        raise EnvironmentProblem(
+            f"The Docker engine failed to {what}: {detail}; check that it is running "
+            "(`docker info`)"
+        ) from exc
 
 
 class StartFailed(Exception):
@@ -126,6 +153,7 @@ class Exit:
 
     code: int
     finished_at: float
+    removed: bool = False  # the container vanished: removed from outside the emulator
 
 
 def job_labels(job: str) -> dict[str, str]:
@@ -176,7 +204,8 @@ class Container:
         The stream ends when the container exits, or at the latest when it is removed (the
         engine never ends the stream of a container removed without having started)."""
         params = {"stdout": 1, "stderr": 1, "stream": 1, "logs": 1}
-        stream = OutputStream(self._engine.api.attach_socket(self.id, params=params))
+        with _engine_call(f"attach to the container of {self.host}"):
+            stream = OutputStream(self._engine.api.attach_socket(self.id, params=params))
         self._streams.append(stream)
         return stream
 
@@ -185,6 +214,8 @@ class Container:
         engine lacks what the container asks for (a GPU driver)."""
         try:
             self._handle.start()
+        except docker.errors.NotFound as exc:
+            raise StartFailed(self.removed_reason(), EXIT_REMOVED) from exc
         except docker.errors.APIError as exc:
             message = str(exc.explanation or exc)
             if "could not select device driver" in message:
@@ -192,17 +223,51 @@ class Container:
                     f"The Docker engine cannot give {self.host} its GPUs ({message}): install "
                     "the NVIDIA container toolkit for the engine, or run with --gpus 0"
                 ) from exc
-            state = self._engine.api.inspect_container(self.id)["State"]
+            with _engine_call(f"inspect the container of {self.host}"):
+                state = self._engine.api.inspect_container(self.id)["State"]
             raise _start_failure(exc, state.get("ExitCode")) from exc
+        except _DOCKER_ERRORS as exc:
+            raise EnvironmentProblem(
+                f"The Docker engine failed to start the container of {self.host}: {exc}"
+            ) from exc
+
+    def removed_reason(self) -> str:
+        return f"the container of {self.host} was removed from outside the emulator"
 
     def exited(self) -> Exit | None:
-        """How the process ended once it has (or could not start), else None."""
-        state = self._engine.api.inspect_container(self.id)["State"]
+        """How the process ended once it has (or could not start), else None; a container
+        removed from outside counts as exited with EXIT_REMOVED (see the module doc)."""
+        try:
+            with _engine_call(f"inspect the container of {self.host}"):
+                state = self._engine.api.inspect_container(self.id)["State"]
+        except EnvironmentProblem as problem:
+            if isinstance(problem.__cause__, docker.errors.NotFound):
+                return Exit(EXIT_REMOVED, time.time(), removed=True)
+            raise
         if state.get("Running") or state.get("Status") in ("running", "paused", "restarting"):
             return None
         if state.get("Status") == "created" and not state.get("Error"):
             return None  # not started yet
         return Exit(int(state.get("ExitCode", -1)), _timestamp(state.get("FinishedAt")))
+
+    def removed_from_outside(self, within: float = REMOVAL_SECONDS) -> bool:
+        """Whether the container is gone or being removed, waiting up to ``within`` seconds:
+        ``docker rm -f`` first kills the process (the exit, 137, is seen at once) and only
+        then marks the container for removal."""
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                with _engine_call(f"inspect the container of {self.host}"):
+                    state = self._engine.api.inspect_container(self.id)["State"]
+            except EnvironmentProblem as problem:
+                if isinstance(problem.__cause__, docker.errors.NotFound):
+                    return True
+                raise
+            if state.get("Status") == "removing":
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
 
     def exit_code(self) -> int | None:
         """The exit code once the process has ended (or never started), else None."""
@@ -211,25 +276,30 @@ class Container:
 
     def inspect(self) -> dict[str, Any]:
         """The engine's full description of the container (docker inspect)."""
-        return dict(self._engine.api.inspect_container(self.id))
+        with _engine_call(f"inspect the container of {self.host}"):
+            return dict(self._engine.api.inspect_container(self.id))
 
     def signal(self, signal_name: str) -> None:
-        """Send a signal if still running (a container that already exited is fine)."""
-        try:
-            self._handle.kill(signal=signal_name)
-        except docker.errors.APIError as exc:
-            if exc.status_code not in (404, 409):
-                raise
+        """Send a signal if still running (a container that already exited, or was removed,
+        is fine)."""
+        with _engine_call(f"send {signal_name} to the container of {self.host}"):
+            try:
+                self._handle.kill(signal=signal_name)
+            except docker.errors.APIError as exc:
+                if exc.status_code not in (404, 409):
+                    raise
 
     def remove(self) -> None:
         """Remove the container (killed if running) and end its output streams. Idempotent."""
         try:
-            self._handle.remove(force=True, v=True)
-        except docker.errors.NotFound:
-            pass
-        except docker.errors.APIError as exc:
-            if exc.status_code != 409:  # 409: a removal (prune's, say) is already under way
-                raise
+            with _engine_call(f"remove the container of {self.host}"):
+                try:
+                    self._handle.remove(force=True, v=True)
+                except docker.errors.NotFound:
+                    pass
+                except docker.errors.APIError as exc:
+                    if exc.status_code != 409:  # a removal (prune's, say) is already under way
+                        raise
         finally:
             for stream in self._streams:
                 stream.close()
@@ -285,14 +355,14 @@ class DockerEngine:
                 f"never pulls. Build it (`docker build -t {image} .`), load it "
                 f"(`docker load -i image.tar`), or pull it yourself first"
             ) from exc
-        except docker.errors.APIError as exc:
+        except _DOCKER_ERRORS as exc:
             raise EnvironmentProblem(f"Image {image!r} cannot be inspected: {exc}") from exc
 
     def gpu_support(self) -> bool:
         """Whether the engine can give containers GPUs (the rule is in the module doc)."""
         try:
             runtimes = self.client.info().get("Runtimes") or {}
-        except docker.errors.APIError as exc:
+        except _DOCKER_ERRORS as exc:
             raise EnvironmentProblem(f"The Docker engine cannot be queried: {exc}") from exc
         if "nvidia" in runtimes:
             return True
@@ -304,14 +374,18 @@ class DockerEngine:
 
     def cpu_count(self) -> int:
         """CPUs of the engine's machine (the most a container may be given)."""
-        return int(self.client.info().get("NCPU") or os.cpu_count() or 1)
+        with _engine_call("describe itself (docker info)"):
+            info = self.client.info()
+        return int(info.get("NCPU") or os.cpu_count() or 1)
 
     def create_network(self, name: str, job: str, *, internal: bool, hosts: int) -> JobNetwork:
         """A private bridge network with room for ``hosts`` fixed addresses (see module doc)."""
         prefix = subnet_prefix(hosts)
         chooser = random.Random()
         for _ in range(NETWORK_ATTEMPTS):
-            subnet = free_subnet(prefix, self._subnets_in_use(), chooser)
+            with _engine_call("list its networks"):
+                in_use = self._subnets_in_use()
+            subnet = free_subnet(prefix, in_use, chooser)
             pool = docker.types.IPAMPool(
                 subnet=str(subnet), gateway=str(subnet.network_address + 1)
             )
@@ -328,6 +402,8 @@ class DockerEngine:
             except docker.errors.APIError as exc:
                 if "overlap" in str(exc).lower():
                     continue  # taken meanwhile (another job): choose again
+                raise EnvironmentProblem(f"Cannot create the job network {name}: {exc}") from exc
+            except _DOCKER_ERRORS as exc:
                 raise EnvironmentProblem(f"Cannot create the job network {name}: {exc}") from exc
             return JobNetwork(name, subnet, internal)
         raise EnvironmentProblem(
@@ -346,8 +422,12 @@ class DockerEngine:
         return used
 
     def remove_network(self, name: str) -> None:
-        with contextlib.suppress(docker.errors.NotFound):
-            self.client.networks.get(name).remove()
+        """Remove a job network; one already gone is fine."""
+        with (
+            _engine_call(f"remove the network {name}"),
+            contextlib.suppress(docker.errors.NotFound),
+        ):
+            self.api.remove_network(name)
 
     def create_container(self, plan: ContainerPlan, name: str) -> Container:
         mounts = [
@@ -360,6 +440,17 @@ class DockerEngine:
                 docker.types.DeviceRequest(count=plan.gpus, capabilities=[["gpu"]])
             )
         labels = {**job_labels(plan.job), LABEL_HOST: plan.host, **plan.labels}
+        with _engine_call(f"create the container of {plan.host}"):
+            return self._create_container(plan, name, mounts, device_requests, labels)
+
+    def _create_container(
+        self,
+        plan: ContainerPlan,
+        name: str,
+        mounts: list[docker.types.Mount],
+        device_requests: list[docker.types.DeviceRequest],
+        labels: dict[str, str],
+    ) -> Container:
         endpoint = self.api.create_endpoint_config(aliases=[plan.host], ipv4_address=plan.address)
         networking = self.api.create_networking_config(
             # types-docker annotates one EndpointConfig; the Engine API takes a dict by network.
