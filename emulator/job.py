@@ -13,6 +13,10 @@ Every resource is registered on an ExitStack the moment it exists, so containers
 staged data and the work dir are removed whatever happens: failure, timeout, stop, Ctrl-C. The
 cleanup itself runs with Ctrl-C and SIGTERM deferred (in the main thread), so a second signal
 cannot cut it short and leave something behind; the signal is honoured once it is done.
+Every Docker call runs with those signals deferred too (``_deferred``; the wait loop polls
+them): a KeyboardInterrupt raised inside docker-py could leave its connection pool locked and
+the cleanup would then hang. Interrupts land between Docker calls; downloads stay
+interruptible.
 
 Preflight refuses, before anything exists: local locations that expose sensitive host paths
 (``safety.py``), instance types with GPUs on an engine without GPU support (unless ``--gpus 0``),
@@ -27,7 +31,12 @@ see ``container.py``). The completion rule:
   period, SIGKILL; the job is Failed with the FailureReason of the host that failed FIRST (by
   the engine's exit time, not by host number), suffixed "(host algo-N)" when there are several
   hosts; hosts exiting because of that SIGTERM never replace the first failure;
-* a host that cannot start at all (bad entrypoint) fails the job the same way at once;
+* a host that cannot start at all (bad entrypoint) fails the job the same way at once: the
+  hosts already started get SIGTERM and, after the same grace period, SIGKILL (a second
+  Ctrl-C/SIGTERM kills them at once);
+* a host whose container is removed from outside the emulator (``docker rm -f``) counts as a
+  host that exited 137, with the FailureReason "ClientError: the container of algo-N was
+  removed from outside the emulator, exit code: 137";
 * MaxRuntimeInSeconds, ``emulator stop`` and Ctrl-C/SIGTERM stop every host (SIGTERM, grace,
   SIGKILL) and the job is Stopped (MaxRuntimeExceeded or Stopped), whatever the exit codes.
 
@@ -36,7 +45,6 @@ Artifacts of every host are packed in every case (see ``artifacts.py`` for name 
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import tempfile
@@ -46,13 +54,15 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from emulator import destinations
 from emulator.artifacts import failure_reason
 from emulator.channels.staging import ChannelStager, ResolvedChannel, resolve_channels
 from emulator.checkpoints import CheckpointSync, check_checkpoint_location
+from emulator.config import resolve_region
 from emulator.container import (
+    EXIT_REMOVED,
     Container,
     ContainerPlan,
     DockerEngine,
@@ -62,7 +72,7 @@ from emulator.container import (
     StartFailed,
 )
 from emulator.credentials import container_credentials
-from emulator.errors import EmulatorError
+from emulator.errors import EmulatorError, JobNotFound
 from emulator.instances import HostResources, plan_resources
 from emulator.layout import HostLayout
 from emulator.logs import LogPump
@@ -72,7 +82,7 @@ from emulator.progress import NO_PROGRESS, Progress
 from emulator.prune import WORK_DIR_PREFIX, claim
 from emulator.records import JobRecord
 from emulator.safety import check_entries, check_locations
-from emulator.spec import DEFAULT_REGION, JobSpec
+from emulator.spec import JobSpec
 from emulator.store import JobStore
 from emulator.validation import parse_request
 
@@ -80,6 +90,7 @@ DEFAULT_STOP_GRACE_SECONDS = 120.0
 POLL_SECONDS = 0.1
 
 LogSink = Callable[[str, str], None]  # (host, line)
+T = TypeVar("T")
 
 
 def _no_log(host: str, line: str) -> None:
@@ -98,6 +109,11 @@ class RunOptions:
     base_dir: Path | None = None  # relative local paths of the request resolve here (cwd)
     replace: bool = False  # discard an earlier finished job of the same name
     stop_grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS
+    # The job's region (its ARN, the containers' AWS_REGION); default: config.resolve_region.
+    # It does NOT reach the emulator's own S3 client, which reads the environment
+    # (config.S3Settings.from_environ): the CLI's --region sets both through
+    # config.configure_s3; a Python caller wanting S3 in another region sets
+    # AWS_DEFAULT_REGION (or calls configure_s3(region=...)) as well.
     region: str | None = None
     work_root: Path | None = None  # where per-job work dirs go; default: the temp dir
     log_sink: LogSink = field(default=_no_log)
@@ -112,15 +128,6 @@ class RunOptions:
     # Give the containers the AWS credentials boto3 resolves; never with network isolation
     # (credentials.py).
     pass_aws_credentials: bool = False
-
-
-def region_from_environment(explicit: str | None = None) -> str:
-    return (
-        explicit
-        or os.environ.get("AWS_REGION")
-        or os.environ.get("AWS_DEFAULT_REGION")
-        or DEFAULT_REGION
-    )
 
 
 def run_training_job(
@@ -143,7 +150,7 @@ class TrainingJob:
     def __init__(self, spec: JobSpec, options: RunOptions) -> None:
         self.spec = spec
         self.options = options
-        self.region = region_from_environment(options.region)
+        self.region = resolve_region(options.region)
         self.store = JobStore(options.home)
         self.record = JobRecord(spec, spec.arn(self.region))
         self.metrics = MetricsCollector(spec.metric_definitions)
@@ -162,7 +169,9 @@ class TrainingJob:
             engine.close()
 
     def _run(self, engine: DockerEngine) -> dict[str, Any]:
+        self._check_name_free()  # cheap: before the preflight's listings and HEADs
         channels = self._preflight(engine)
+        # The atomic check-and-register: another emulator may have taken the name meanwhile.
         self.store.create(self.record.describe(), replace=self.options.replace)
         try:
             cleanup = ExitStack()
@@ -188,11 +197,27 @@ class TrainingJob:
             raise KeyboardInterrupt
         return self.record.describe()
 
+    def _check_name_free(self) -> None:
+        """Refuse a name already taken, as ``store.create`` would, before any slow check.
+        With --replace the decision (is the old job's process still alive?) is left to
+        ``store.create``."""
+        if self.options.replace:
+            return
+        try:
+            existing = self.store.get(self.spec.name)
+        except JobNotFound:
+            return
+        raise EmulatorError(
+            f"Training job {self.spec.name!r} already exists (status "
+            f"{existing.get('TrainingJobStatus')}); job names are unique, as in SageMaker: "
+            "choose another --job-name, or pass --replace to discard the old record"
+        )
+
     def _preflight(self, engine: DockerEngine) -> dict[str, ResolvedChannel]:
         """Everything that can be refused before anything exists."""
         if not self.options.allow_sensitive_paths:
             check_locations(self.spec)
-        engine.require_image(self.spec.image)
+        _deferred(engine.require_image, self.spec.image)
         self.resources = self._host_resources(engine)
         channels = resolve_channels(self.spec)
         if not self.options.allow_sensitive_paths:
@@ -209,8 +234,8 @@ class TrainingJob:
             self.hosts,
             gpus=self.options.gpus,
             apply_limits=self.options.apply_instance_limits,
-            gpu_support=engine.gpu_support,
-            engine_cpus=engine.cpu_count,
+            gpu_support=lambda: _deferred(engine.gpu_support),
+            engine_cpus=lambda: _deferred(engine.cpu_count),
         )
         for note in notes:
             self.options.notice(note)
@@ -230,7 +255,8 @@ class TrainingJob:
         for layout in layouts:
             layout.create(self.spec)
 
-        network = engine.create_network(
+        network = _deferred(
+            engine.create_network,
             f"sm-{self.spec.name}-{work.name[-8:]}",
             self.spec.name,
             internal=self.spec.network_isolation,
@@ -259,7 +285,9 @@ class TrainingJob:
         containers = []
         for layout in layouts:
             plan = self._container_plan(layout, network, extra_mounts[layout.host.name])
-            container = engine.create_container(plan, f"{network.name}-{layout.host.name}")
+            container = _deferred(
+                engine.create_container, plan, f"{network.name}-{layout.host.name}"
+            )
             cleanup.callback(container.remove)
             containers.append(container)
 
@@ -271,6 +299,8 @@ class TrainingJob:
         outcome = self._supervise(containers, layouts)
         for pump in pumps:
             pump.join()
+            for problem in pump.errors:
+                self.options.notice(f"Logs of {pump.host}: {problem}")
         feeding_failures = stager.stop_feeding()
         if feeding_failures and outcome.status == "Completed":
             # The container saw a truncated channel: SageMaker fails such a job on its side.
@@ -326,13 +356,16 @@ class TrainingJob:
         host = container.host
         log_file = self.store.log_path(self.spec.name, host)
 
-        def on_line(line: str) -> None:
+        def metrics(line: str) -> None:
             points = self.metrics.feed(line, host)
             if points:
                 self.store.add_metrics(self.spec.name, points)
+
+        def sink(line: str) -> None:
             self.options.log_sink(host, line)
 
-        pump = LogPump(container.attach(), log_file, on_line)
+        consumers = {"metrics": metrics, "log output": sink}
+        pump = LogPump(_deferred(container.attach), log_file, consumers, host=host)
         pump.start()
         return pump
 
@@ -351,17 +384,29 @@ class TrainingJob:
                     container.start()
                     supervisor.containers.append(container)
             except StartFailed as exc:
-                return self._start_failed(exc, containers, supervisor.containers)
+                return self._start_failed(exc, containers, supervisor, signals)
             deadline = started_at + self.spec.max_runtime_seconds
             return self._wait(supervisor, layouts, deadline, signals)
 
     def _start_failed(
-        self, exc: StartFailed, containers: list[Container], started: list[Container]
+        self,
+        exc: StartFailed,
+        containers: list[Container],
+        supervisor: Supervisor,
+        signals: list[int],
     ) -> Outcome:
         """A host could not start: the job cannot proceed without it. The hosts already
-        running are killed; those never started are removed."""
-        Supervisor(started, grace_seconds=0).stop_all()
-        Supervisor(started, grace_seconds=0).wait_all()
+        running are stopped as after a failure (SIGTERM, the job's grace period, SIGKILL; a
+        second Ctrl-C/SIGTERM kills at once); those never started are removed."""
+        started = supervisor.containers
+        if started:
+            self.options.notice(
+                f"{containers[len(started)].host} could not start: stopping the other hosts"
+            )
+        supervisor.stop_all()
+        supervisor.wait_all(signals)
+        if signals:
+            self.interrupted = True  # the job failed as it did; the signal still ends the run
         _remove_never_started(containers, started)
         reason = f"AlgorithmError: {exc.reason}, exit code: {exc.exit_code}"
         if len(self.hosts) > 1:
@@ -413,6 +458,9 @@ class TrainingJob:
             return Outcome.stopped(stop_reason)
         if failed is not None:
             host, code = failed
+            if supervisor.removed_from_outside(host):
+                removed = f"the container of {host} was removed from outside the emulator"
+                return Outcome.failed(f"ClientError: {removed}, exit code: {code}")
             reason = failure_reason(code, by_host[host].failure_file)
             if len(self.hosts) > 1:
                 reason = f"{reason} (host {host})"
@@ -477,6 +525,15 @@ class Supervisor:
                 if exited is not None:
                     self.exits[container.host] = exited
 
+    def removed_from_outside(self, host: str) -> bool:
+        """Whether ``host`` ended because its container was removed from outside (a 137 exit
+        seen before the removal is checked with the engine, see container.py)."""
+        exited = self.exits[host]
+        if exited.removed:
+            return True
+        container = next(c for c in self.containers if c.host == host)
+        return exited.code == EXIT_REMOVED and container.removed_from_outside()
+
     def all_exited(self) -> bool:
         self.poll()
         return len(self.exits) == len(self.containers)
@@ -511,8 +568,15 @@ class Supervisor:
             if container.host not in self.exits:
                 container.signal("SIGKILL")
 
-    def wait_all(self) -> None:
+    def wait_all(self, signals: list[int] | None = None) -> None:
+        """Wait for every host to exit, SIGKILLing those left when the grace period ends or
+        when a second signal arrives in ``signals`` (the deferred Ctrl-C/SIGTERM: the first
+        one asks for the stop already under way)."""
+        killed = False
         while not self.all_exited():
+            if signals is not None and len(signals) > 1 and not killed:
+                killed = True
+                self.kill_all()
             self.enforce_grace()
             time.sleep(POLL_SECONDS)
 
@@ -531,6 +595,21 @@ def _join_all(pumps: list[LogPump]) -> None:
 
 
 DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _deferred(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a Docker call with Ctrl-C and SIGTERM deferred, then raise KeyboardInterrupt if
+    one arrived meanwhile: the interrupt lands after the call, never inside docker-py."""
+    with _signals_deferred() as arrived:
+        try:
+            result = call(*args, **kwargs)
+        except BaseException as exc:
+            if arrived:
+                raise KeyboardInterrupt from exc
+            raise
+    if arrived:
+        raise KeyboardInterrupt
+    return result
 
 
 @contextmanager
