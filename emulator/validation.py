@@ -15,11 +15,10 @@ How it works
    (botocore's own ParamValidator checks only types, required members and minimums.) Integers
    are also held to the service's Java ranges: 32-bit for ``integer``, 64-bit for ``long``.
 3. Patterns are Java regexes on the service side (java.util.regex), matched here with
-   ``re.fullmatch`` after ``_java_to_python`` translates what differs and occurs in the model:
-   ``\\p{L}``-style Unicode classes become explicit code-point ranges, POSIX classes such as
-   ``\\p{Alnum}`` their ASCII sets, ``.`` stops at Java's line terminators, and ``\\d \\w \\s``
-   are ASCII-only (``re.ASCII``), as in Java by default. So a HyperParameters value (``.*``)
-   cannot hold a line break, while an Environment value (``[\\S\\s]*``) can.
+   ``fullmatch`` after ``emulator.javaregex`` translates what differs and occurs in the model
+   (Unicode and POSIX ``\\p{...}`` classes, ``.`` and Java's line terminators, ASCII-only
+   ``\\d \\w \\s``). So a HyperParameters value (``.*``) cannot hold a line break, while an
+   Environment value (``[\\S\\s]*``) can.
 4. Local additions: a string of shape ``S3Uri`` (channel S3Uri, S3OutputPath of every config,
    CheckpointConfig.S3Uri) also accepts ``file:///abs/path`` (or ``file://localhost/...``)
    URIs and plain local paths, absolute or relative, as ``emulator.sources.local`` reads them;
@@ -29,7 +28,7 @@ How it works
    ``local_gpu``.
 5. Rules the model cannot express run afterwards on whatever parts are well typed, so one call
    reports every problem (see ``_check_semantics`` for the list and the exact choices).
-6. Only a request without problems becomes a ``JobSpec``.
+6. Only a request without problems becomes a ``JobSpec`` (``emulator.spec_builder``).
 
 Every problem is one string ``Path.To.Field: what is wrong (got ...); how to fix it`` with list
 indices in the path (``InputDataConfig[1].ChannelName``); the request itself is ``request``.
@@ -43,8 +42,6 @@ import difflib
 import functools
 import json
 import re
-import sys
-import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -53,17 +50,9 @@ import botocore.session
 from botocore.model import ListShape, MapShape, Shape, StringShape, StructureShape
 
 from emulator.errors import RequestInvalid
-from emulator.spec import (
-    DEFAULT_CHECKPOINT_PATH,
-    DEFAULT_MAX_RUNTIME_SECONDS,
-    ChannelSpec,
-    CheckpointSpec,
-    DataSourceSpec,
-    InstanceGroup,
-    JobSpec,
-    MetricDefinition,
-    ResourceSpec,
-)
+from emulator.javaregex import LINE_TERMINATORS, compile_java
+from emulator.spec import DEFAULT_CHECKPOINT_PATH, DEFAULT_MAX_RUNTIME_SECONDS, JobSpec
+from emulator.spec_builder import build_job_spec
 
 __all__ = ["LOCAL_INSTANCE_TYPES", "parse_request", "validate_request"]
 
@@ -144,105 +133,6 @@ def _schema() -> _Node:
     shape = model.operation_model(OPERATION).input_shape
     assert shape is not None, f"botocore's model has no input for {OPERATION}"
     return _compile_shape(shape, {})
-
-
-# --------------------------------------------------------------------------------------------
-# Java regex patterns -> Python
-# --------------------------------------------------------------------------------------------
-
-_JAVA_LINE_TERMINATORS = "\n\r\x85\u2028\u2029"  # what Java's '.' does not match
-# Java's POSIX classes are ASCII-only unless UNICODE_CHARACTER_CLASS is set.
-_POSIX_CLASSES = {
-    "Lower": "a-z",
-    "Upper": "A-Z",
-    "ASCII": "\\x00-\\x7f",
-    "Alpha": "a-zA-Z",
-    "Digit": "0-9",
-    "Alnum": "a-zA-Z0-9",
-    "XDigit": "0-9a-fA-F",
-    "Space": " \\t\\n\\x0b\\f\\r",
-    "Blank": " \\t",
-    "Punct": re.escape("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"),
-}
-
-
-@functools.cache
-def _category_runs() -> tuple[tuple[int, int, str], ...]:
-    """Maximal runs of code points sharing a Unicode general category (~0.3 s, once)."""
-    runs: list[tuple[int, int, str]] = []
-    start, current = 0, unicodedata.category("\x00")
-    for cp in range(1, sys.maxunicode + 1):
-        category = unicodedata.category(chr(cp))
-        if category != current:
-            runs.append((start, cp - 1, current))
-            start, current = cp, category
-    runs.append((start, sys.maxunicode, current))
-    return tuple(runs)
-
-
-def _escape_cp(cp: int) -> str:
-    # Escapes only: no class-syntax characters ('-', ']', '[', '&', '~') can slip in.
-    return f"\\U{cp:08x}"
-
-
-@functools.cache
-def _property_class(name: str) -> str:
-    """The body of a character class equivalent to Java's ``\\p{name}``."""
-    if name in _POSIX_CLASSES:
-        return _POSIX_CLASSES[name]
-    if re.fullmatch(r"[A-Z][a-z]?", name):  # a Unicode general category such as L or Lu
-        ranges = [(a, b) for a, b, cat in _category_runs() if cat.startswith(name)]
-        if ranges:
-            return "".join(
-                _escape_cp(a) if a == b else f"{_escape_cp(a)}-{_escape_cp(b)}" for a, b in ranges
-            )
-    raise ValueError(f"unsupported Java character property \\p{{{name}}}")
-
-
-def _java_to_python(pattern: str) -> str:
-    """Translate the Java regex features found in the service model (module docstring, 3)."""
-    out: list[str] = []
-    in_class = False
-    i = 0
-    while i < len(pattern):
-        char = pattern[i]
-        if char == "\\" and pattern[i + 1 : i + 2] in ("p", "P") and pattern[i + 2 : i + 3] == "{":
-            end = pattern.index("}", i)
-            body = _property_class(pattern[i + 3 : end])
-            if pattern[i + 1] == "P":
-                if in_class:
-                    raise ValueError("negated \\P{...} inside a class is not supported")
-                out.append(f"[^{body}]")
-            else:
-                out.append(body if in_class else f"[{body}]")
-            i = end + 1
-            continue
-        if char == "\\":
-            out.append(pattern[i : i + 2])  # an escape: copy it whole
-            i += 2
-            continue
-        if char == "[" and not in_class:
-            in_class = True
-        elif char == "]" and in_class:
-            in_class = False
-        elif char == "." and not in_class:
-            char = f"[^{re.escape(_JAVA_LINE_TERMINATORS)}]"
-        out.append(char)
-        i += 1
-    return "".join(out)
-
-
-@functools.cache
-def _compiled(pattern: str) -> re.Pattern[str] | None:
-    """The compiled translation of a model pattern; None if it cannot be translated.
-
-    tests/test_validation.py checks that every pattern of the model translates, so None only
-    happens with a future botocore, where skipping one check beats failing every request.
-    """
-    try:
-        return re.compile(_java_to_python(pattern), re.ASCII)
-    except (ValueError, re.error):
-        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -535,11 +425,11 @@ def _check_enum(node: _Node, text: str, path: str, out: _Problems) -> None:
 
 def _check_pattern(node: _Node, text: str, path: str, out: _Problems, subject: str) -> None:
     assert node.pattern is not None
-    regex = _compiled(node.pattern)
+    regex = compile_java(node.pattern)
     if regex is None or regex.fullmatch(text):
         return
     hint = _PATTERN_HINTS.get(node.name, "")
-    if not hint and any(c in _JAVA_LINE_TERMINATORS for c in text):
+    if not hint and any(c in LINE_TERMINATORS for c in text):
         hint = "remove the line breaks (the API's '.' does not match them)"
     out.append(
         f"{path}: {subject}must match the pattern {node.pattern} (got {_excerpt(text)})"
@@ -985,88 +875,4 @@ def parse_request(request: object) -> JobSpec:
     problems = validate_request(request)
     if problems:
         raise RequestInvalid(problems)
-    return _build(copy.deepcopy(cast(dict[str, Any], request)))
-
-
-# --------------------------------------------------------------------------------------------
-# Building the JobSpec from a valid request
-# --------------------------------------------------------------------------------------------
-
-_EXTRA_CONFIG_FILES = {
-    "DebugHookConfig": "debughookconfig.json",
-    "ProfilerConfig": "profilerconfig.json",
-    "TensorBoardOutputConfig": "tensorboardoutputconfig.json",
-}
-
-
-def _build(request: dict[str, Any]) -> JobSpec:
-    algo: dict[str, Any] = request["AlgorithmSpecification"]
-    job_mode = algo["TrainingInputMode"]
-    output: dict[str, Any] = request["OutputDataConfig"]
-    stopping: dict[str, Any] = request.get("StoppingCondition", {})
-    entrypoint, arguments = algo.get("ContainerEntrypoint"), algo.get("ContainerArguments")
-    return JobSpec(
-        name=request["TrainingJobName"],
-        image=algo["TrainingImage"],
-        input_mode=job_mode,
-        channels=tuple(_channel(c, job_mode) for c in request.get("InputDataConfig", ())),
-        output_path=output["S3OutputPath"],
-        resources=_resources(request["ResourceConfig"]),
-        entrypoint=None if entrypoint is None else tuple(entrypoint),
-        arguments=None if arguments is None else tuple(arguments),
-        metric_definitions=tuple(
-            MetricDefinition(d["Name"], d["Regex"]) for d in algo.get("MetricDefinitions", ())
-        ),
-        hyperparameters=dict(request.get("HyperParameters", {})),
-        environment=dict(request.get("Environment", {})),
-        output_compression=output.get("CompressionType", "GZIP"),
-        max_runtime_seconds=stopping.get("MaxRuntimeInSeconds", DEFAULT_MAX_RUNTIME_SECONDS),
-        checkpoint=_checkpoint(request.get("CheckpointConfig")),
-        network_isolation=request.get("EnableNetworkIsolation", False),
-        role_arn=request["RoleArn"],
-        extra_configs={
-            file: copy.deepcopy(request[member])
-            for member, file in _EXTRA_CONFIG_FILES.items()
-            if member in request
-        },
-        request=request,
-    )
-
-
-def _channel(channel: dict[str, Any], job_mode: str) -> ChannelSpec:
-    s3: dict[str, Any] = channel["DataSource"]["S3DataSource"]
-    shuffle = channel.get("ShuffleConfig")
-    return ChannelSpec(
-        name=channel["ChannelName"],
-        source=DataSourceSpec(
-            data_type=s3["S3DataType"],
-            uri=s3["S3Uri"],
-            distribution=s3.get("S3DataDistributionType", "FullyReplicated"),
-            attribute_names=tuple(s3.get("AttributeNames", ())),
-            instance_group_names=tuple(s3.get("InstanceGroupNames", ())),
-        ),
-        input_mode=channel.get("InputMode", job_mode),
-        content_type=channel.get("ContentType"),
-        compression=channel.get("CompressionType", "None"),
-        record_wrapper=channel.get("RecordWrapperType", "None"),
-        shuffle_seed=None if shuffle is None else shuffle["Seed"],
-    )
-
-
-def _resources(config: dict[str, Any]) -> ResourceSpec:
-    volume: int = config.get("VolumeSizeInGB", ResourceSpec.volume_size_gb)
-    groups = tuple(
-        InstanceGroup(g["InstanceGroupName"], g["InstanceType"], g["InstanceCount"])
-        for g in config.get("InstanceGroups", ())
-    )
-    if groups:
-        # Heterogeneous cluster: the first group's type and the total count stand for the job.
-        total = sum(group.count for group in groups)
-        return ResourceSpec(groups[0].instance_type, total, volume, groups)
-    return ResourceSpec(config["InstanceType"], config["InstanceCount"], volume)
-
-
-def _checkpoint(config: dict[str, Any] | None) -> CheckpointSpec | None:
-    if config is None:
-        return None
-    return CheckpointSpec(config["S3Uri"], config.get("LocalPath", DEFAULT_CHECKPOINT_PATH))
+    return build_job_spec(copy.deepcopy(cast(dict[str, Any], request)))

@@ -14,7 +14,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import botocore.session
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -31,8 +30,6 @@ from emulator.spec import (
 )
 from emulator.validation import (
     _check,
-    _compiled,
-    _java_to_python,
     _Node,
     parse_request,
     validate_request,
@@ -511,40 +508,6 @@ def test_kinds_unused_by_the_operation_today_are_type_checked(
 )
 def test_valid_edge_values(edits: dict[str, object]) -> None:
     assert validate_request(edited(edits)) == []
-
-
-def test_every_pattern_of_the_model_translates_to_python() -> None:
-    model = botocore.session.get_session().get_service_model("sagemaker")
-    patterns: set[str] = set()
-
-    def walk(shape: Any, seen: set[str]) -> None:
-        if shape.name in seen:
-            return
-        seen.add(shape.name)
-        if "pattern" in shape.metadata:
-            patterns.add(shape.metadata["pattern"])
-        children = [*getattr(shape, "members", {}).values()]
-        children += [getattr(shape, name, None) for name in ("member", "key", "value")]
-        for child in children:
-            if child is not None:
-                walk(child, seen)
-
-    walk(model.operation_model("CreateTrainingJob").input_shape, set())
-    assert any("\\p{" in p for p in patterns)  # the translation is exercised
-    assert [p for p in patterns if _compiled(p) is None] == []
-
-
-def test_java_pattern_translation() -> None:
-    assert _java_to_python("a.b") == "a[^\\\n\\\r\x85\u2028\u2029]b"
-    assert _java_to_python("[.x]\\.") == "[.x]\\."  # a dot in a class, an escaped dot
-    assert _java_to_python("[\\p{Alnum}-]") == "[a-zA-Z0-9-]"
-    assert _java_to_python("\\p{Alnum}") == "[a-zA-Z0-9]"
-    letters = re.compile(_java_to_python("\\p{L}+"))
-    assert letters.fullmatch("Éé日本ß")
-    assert not letters.fullmatch("a1")
-    assert re.compile(_java_to_python("\\P{N}+")).fullmatch("ab")
-    with pytest.raises(ValueError, match="unsupported"):
-        _java_to_python("\\p{InGreek}")
 
 
 # ---------------------------------------------------------------------------------------------
