@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from emulator.channels.mounts import fastfile_mounts, find_stale_mounts, force_unmount, server_pid
 from emulator.container import DockerEngine
 from emulator.store import JobStore, process_alive
 
@@ -66,8 +67,6 @@ def prune_leftovers(store: JobStore, temp_root: Path | None = None) -> list[str]
 def _release_stale_mounts() -> list[str]:
     """Detach FastFile mounts anywhere whose server is gone (work dirs outside the temp dir):
     they serve nobody, every access fails with ENOTCONN."""
-    from emulator.channels.fastfile import find_stale_mounts, force_unmount
-
     removed = []
     for mount in find_stale_mounts(Path("/")):
         force_unmount(mount)
@@ -78,15 +77,7 @@ def _release_stale_mounts() -> list[str]:
 def _release_mounts(work_dir: Path) -> list[str]:
     """Stop the FastFile servers still serving mounts below ``work_dir``, detach every such
     mount (dead server or not), deepest first."""
-    from emulator.channels.fastfile import FSTYPE, force_unmount, read_mounts
-
-    real = Path(os.path.realpath(work_dir))
-    mounts = [
-        record
-        for record in read_mounts()
-        if record.fstype == FSTYPE
-        and (record.mountpoint == real or real in record.mountpoint.parents)
-    ]
+    mounts = fastfile_mounts(work_dir)
     removed = []
     for record in sorted(mounts, key=lambda r: len(r.mountpoint.parts), reverse=True):
         pid = fastfile_server(record.source)
@@ -100,16 +91,9 @@ def _release_mounts(work_dir: Path) -> list[str]:
 
 def fastfile_server(source: str) -> int | None:
     """The pid of the live FastFile process a mount's source names
-    (``emulator-fastfile:<pid>:<label>``), or None when it is gone."""
-    parts = source.split(":", 2)
-    if len(parts) < 2 or not parts[1].isdigit():
-        return None
-    pid = int(parts[1])
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return pid if b"emulator.channels.fastfile" in cmdline and not _gone(pid) else None
+    (``emulator-fastfile:<pid>:<label>``), or None when it is gone (a zombie is gone)."""
+    pid = server_pid(source)
+    return pid if pid is not None and not _gone(pid) else None
 
 
 def _gone(pid: int) -> bool:

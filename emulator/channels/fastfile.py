@@ -23,7 +23,8 @@ tests across the process boundary.
 
 Mounts are tagged in /proc/self/mountinfo (fstype ``fuse.emulator-fastfile``, source
 ``emulator-fastfile:<pid>:<label>``) so ``find_stale_mounts`` can tell mounts whose server is
-gone, for ``emulator prune``.
+gone, for ``emulator prune``. Reading the mount table, unmounting and telling FastFile mounts
+and servers apart live in ``emulator.channels.mounts`` (its names are re-exported here).
 """
 
 from __future__ import annotations
@@ -59,22 +60,35 @@ from emulator.channels.blockcache import (
     BlockCache,
     ReadHandle,
 )
+from emulator.channels.mounts import (
+    FSNAME,
+    FSTYPE,
+    MountRecord,
+    find_stale_mounts,
+    force_unmount,
+    is_mounted,
+    read_mounts,
+    unmount,
+)
 from emulator.errors import EmulatorError, EnvironmentProblem, SourceError
 from emulator.sources.base import Entry, Source
 from emulator.spec import DataSourceSpec
 
+# The mount-table names come from emulator.channels.mounts and stay importable from here.
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
     "DEFAULT_CACHE_BYTES",
+    "FSNAME",
+    "FSTYPE",
     "FastFileMount",
+    "MountRecord",
     "check_fuse_available",
     "find_stale_mounts",
     "force_unmount",
     "is_mounted",
+    "read_mounts",
 ]
 
-FSNAME = "emulator-fastfile"
-FSTYPE = f"fuse.{FSNAME}"
 STATS_XATTR = "user.emulator.fastfile.stats"
 MOUNT_TIMEOUT_SECONDS = 30.0
 EXIT_TIMEOUT_SECONDS = 10.0
@@ -89,7 +103,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 # Imported rather than run with -m: the package may import this module first, and runpy
 # would then execute it twice. argv[1] is PACKAGE_ROOT, added to sys.path only when missing
 # (a source checkout) so the child runs this very code. The module name in the command line
-# marks our processes for find_stale_mounts.
+# (mounts.SERVER_MODULE) marks our processes for find_stale_mounts.
 CHILD_COMMAND = (
     "import sys; root = sys.argv[1]; root in sys.path or sys.path.insert(0, root); "
     "from emulator.channels.fastfile import main; main()"
@@ -169,109 +183,6 @@ def _user_allow_other() -> bool:
     except OSError:
         return False
     return any(line.strip() == "user_allow_other" for line in lines)
-
-
-# --------------------------------------------------------------------------- mount table
-
-
-@dataclass(frozen=True)
-class MountRecord:
-    """One line of /proc/self/mountinfo (the fields used here)."""
-
-    mountpoint: Path
-    fstype: str
-    source: str
-
-
-def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal (\\040 ...)."""
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def read_mounts() -> list[MountRecord]:
-    records = []
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as handle:
-        for line in handle:
-            fields = line.split()
-            sep = fields.index("-")  # optional fields end with a lone "-"
-            records.append(
-                MountRecord(
-                    Path(_unescape(fields[4])),
-                    _unescape(fields[sep + 1]),
-                    _unescape(fields[sep + 2]),
-                )
-            )
-    return records
-
-
-def _mount_at(path: Path) -> MountRecord | None:
-    """The top-most mount at exactly ``path`` (later lines stack on earlier ones)."""
-    real = Path(os.path.realpath(path))
-    found = None
-    for record in read_mounts():
-        if record.mountpoint == real:
-            found = record
-    return found
-
-
-def is_mounted(path: Path) -> bool:
-    """Whether a FUSE file system is mounted at ``path`` (works for dead servers too, where
-    os.path.ismount fails with ENOTCONN)."""
-    record = _mount_at(path)
-    return record is not None and record.fstype.startswith("fuse")
-
-
-def _server_alive(source: str) -> bool:
-    """Whether the FastFile process named in a mount's source still runs."""
-    parts = source.split(":", 2)
-    if len(parts) < 2 or parts[0] != FSNAME or not parts[1].isdigit():
-        return False
-    try:
-        cmdline = Path(f"/proc/{parts[1]}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"emulator.channels.fastfile" in cmdline
-
-
-def find_stale_mounts(root: Path) -> list[Path]:
-    """FastFile mounts at or below ``root`` whose file system process is gone (killed,
-    crashed): reading them fails with ENOTCONN until ``force_unmount``. Deepest first.
-
-    Never touches the mounts themselves (a hung server would hang the caller)."""
-    real_root = Path(os.path.realpath(root))
-    stale = [
-        record.mountpoint
-        for record in read_mounts()
-        if record.fstype == FSTYPE
-        and (record.mountpoint == real_root or real_root in record.mountpoint.parents)
-        and not _server_alive(record.source)
-    ]
-    return sorted(set(stale), key=lambda path: len(path.parts), reverse=True)
-
-
-def force_unmount(path: Path) -> None:
-    """Detach the FUSE mount at ``path`` now (lazy unmount), even if busy or dead."""
-    if not is_mounted(path):
-        return
-    for command in (["fusermount3", "-u", "-z", str(path)], ["umount", "-l", str(path)]):
-        with contextlib.suppress(OSError):
-            subprocess.run(command, capture_output=True, check=False, timeout=30)
-        if not is_mounted(path):
-            return
-    raise EnvironmentProblem(
-        f"cannot unmount the FUSE file system at {path}: run `fusermount3 -u -z {path}` "
-        "(or `umount -l` as root)"
-    )
-
-
-def _unmount(path: Path) -> None:
-    """Unmount cleanly; if something still uses the mount, detach it lazily."""
-    if not is_mounted(path):
-        return
-    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-        subprocess.run(["fusermount3", "-u", "-q", str(path)], capture_output=True, timeout=30)
-    if is_mounted(path):
-        force_unmount(path)
 
 
 # --------------------------------------------------------------------------- parent side
@@ -358,7 +269,7 @@ class FastFileMount:
         if proc is None:
             return
         try:
-            _unmount(self.mountpoint)
+            unmount(self.mountpoint)
         finally:
             try:
                 _stop_child(proc)
