@@ -12,6 +12,10 @@ outside the emulator" (see ``job.py``). Every container and network carries
 the label ``sagemaker-emulator.job=<job>`` (and the emulator's pid) so that ``prune`` finds
 leftovers even after a crash.
 
+Root-owned leftovers: ``remove_as_root`` deletes what a root training container wrote into a
+work dir through a short-lived root container of the job's own image (always local), for an
+emulator run by a non-root user of the Docker group.
+
 Name resolution between hosts: Docker's embedded DNS only answers for containers that are
 running, so a host starting before its peers could not resolve them. Each job network is created
 with a subnet chosen here (a free /24 of 172.16.0.0/12 by default: not used by a Docker network
@@ -73,6 +77,9 @@ NETWORK_REMOVAL_SECONDS = 15.0
 INHIBIT_IPV4 = "com.docker.network.bridge.inhibit_ipv4"  # no address for the bridge on the host
 EXIT_REMOVED = 137  # a container removed from outside (docker rm -f kills it: 128 + SIGKILL)
 REMOVAL_SECONDS = 1.0  # how long a host killed from outside is watched for its removal
+LABEL_CLEANUP = "sagemaker-emulator.cleanup"  # marks the root container removing a work dir
+CLEANUP_TARGET = "/sagemaker-emulator-cleanup"  # where that container sees the work dir
+CLEANUP_SECONDS = 300
 
 _EXEC_ERROR = re.compile(r'(exec: "[^"]*": [^:]+?)(?:: unknown)?$')
 
@@ -485,6 +492,67 @@ class DockerEngine:
                 f"{exc.explanation or exc}"
             ) from exc
         return Container(self, self.client.containers.get(created["Id"]), plan.host)
+
+    def remove_as_root(self, image: str, host_dir: Path, job: str) -> bool:
+        """Remove everything inside ``host_dir`` (a directory of this machine the caller owns)
+        from a short-lived root container of ``image``: what a root training container wrote
+        into its bind mounts is root-owned, and a non-root user of the Docker group cannot
+        delete it. The container is labelled like the job's (``prune`` finds it after a
+        crash), has no network, mounts only ``host_dir``, and is removed before this returns.
+        ``rm`` is tried, then ``/bin/sh -c``, then ``busybox rm`` (an image may lack some).
+        Returns whether one of them ran and succeeded; False too when the engine is not on
+        this machine (its bind mounts would name another machine's paths) or fails."""
+        if not _local_engine():
+            return False
+        try:
+            paths = [f"{CLEANUP_TARGET}/{name}" for name in sorted(os.listdir(host_dir))]
+        except OSError:
+            return False
+        if not paths:
+            return True
+        candidates = [
+            ["rm", "-rf", "--", *paths],
+            ["/bin/sh", "-c", 'exec rm -rf -- "$@"', "sh", *paths],
+            ["busybox", "rm", "-rf", "--", *paths],
+        ]
+        mount = docker.types.Mount(CLEANUP_TARGET, str(host_dir), type="bind")
+        host_config = self.api.create_host_config(
+            mounts=[mount], network_mode="none", privileged=False
+        )
+        for entrypoint in candidates:
+            try:
+                code = self._run_as_root(image, entrypoint, host_config, job)
+            except _DOCKER_ERRORS:
+                return False
+            if code == 0:
+                return True
+        return False
+
+    def _run_as_root(
+        self, image: str, entrypoint: list[str], host_config: dict[str, Any], job: str
+    ) -> int | None:
+        """Run ``entrypoint`` as root in a new container; its exit code, None when it could
+        not start (no such executable)."""
+        created = self.api.create_container(
+            image,
+            entrypoint=entrypoint,
+            user="0",
+            working_dir="/",
+            network_disabled=True,
+            labels={**job_labels(job), LABEL_CLEANUP: "1"},
+            host_config=host_config,
+        )
+        try:
+            try:
+                self.api.start(created["Id"])
+            except docker.errors.APIError:
+                return None  # "exec: ...: executable file not found": the next candidate
+            result = self.api.wait(created["Id"], timeout=CLEANUP_SECONDS)
+            code = int(result.get("StatusCode", -1))
+            return None if code in (EXIT_NOT_FOUND, EXIT_NOT_EXECUTABLE) else code
+        finally:
+            with contextlib.suppress(*_DOCKER_ERRORS):
+                self.api.remove_container(created["Id"], force=True, v=True)
 
     def remove_orphans(self, owner_alive: Callable[[int], bool]) -> list[str]:
         """Remove the containers and networks of emulator processes that are gone.

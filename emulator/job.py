@@ -45,7 +45,6 @@ Artifacts of every host are packed in every case (see ``artifacts.py`` for name 
 
 from __future__ import annotations
 
-import shutil
 import signal
 import tempfile
 import threading
@@ -79,7 +78,7 @@ from emulator.logs import LogPump
 from emulator.metrics import MetricsCollector
 from emulator.paths import resolve_local_paths
 from emulator.progress import NO_PROGRESS, Progress
-from emulator.prune import WORK_DIR_PREFIX, claim
+from emulator.prune import WORK_DIR_PREFIX, claim, remove_work_dir
 from emulator.records import JobRecord
 from emulator.safety import check_entries, check_locations
 from emulator.spec import JobSpec
@@ -249,8 +248,15 @@ class TrainingJob:
                 prefix=f"{WORK_DIR_PREFIX}{self.spec.name}-", dir=self.options.work_root
             )
         )
-        cleanup.callback(shutil.rmtree, work, ignore_errors=True)
-        claim(work)
+        cleanup.callback(
+            remove_work_dir,
+            work,
+            image=self.spec.image,
+            job=self.spec.name,
+            notice=self.options.notice,
+            engine=engine,
+        )
+        claim(work, self.spec.image)
         layouts = [HostLayout(work / host.name, host) for host in self.hosts]
         for layout in layouts:
             layout.create(self.spec)
