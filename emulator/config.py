@@ -1,10 +1,11 @@
 """Typed settings of the emulator's S3 client, with their defaults in one place.
 
 Precedence follows AWS conventions: a CLI flag (``--s3-endpoint-url``, ``--profile``,
-``--region``) > AWS's own environment variables > boto3's config files > the defaults below.
-``configure_s3`` applies flag values by writing the standard AWS variables into ``os.environ``:
-every boto3 client built afterwards sees them, and so does every child process (the FastFile
-FUSE helper rebuilds its Source from a ``DataSourceSpec`` and inherits the environment).
+``--region``) or ``RunOptions.s3`` / ``RunOptions.region`` > AWS's own environment variables >
+boto3's config files > the defaults below. A job's settings (``effective_s3_settings``) are
+passed down to every S3 user of the job (sources, Pipe items, the FastFile child through its
+JSON configuration, outputs, checkpoints, --pass-aws-credentials); nothing is written to
+``os.environ``. ``configure_s3`` remains for callers that want values process-wide.
 This module does not import boto3.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from emulator.errors import SourceError
@@ -80,6 +81,47 @@ def resolve_region(explicit: str | None = None, environ: Mapping[str, str] | Non
     return explicit or region_from_environ(environ) or DEFAULT_REGION
 
 
+def effective_s3_settings(
+    settings: S3Settings | None = None,
+    region: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> S3Settings:
+    """The S3 settings a job uses: ``settings`` (``RunOptions.s3``), or the environment's when
+    None; the job's ``region`` (``RunOptions.region``) fills in a region the given settings do
+    not name, and beats the environment's. Nothing is written to ``os.environ``."""
+    if settings is not None:
+        return settings if settings.region or not region else replace(settings, region=region)
+    found = S3Settings.from_environ(environ)
+    return replace(found, region=region) if region else found
+
+
+def s3_settings_from_flags(
+    endpoint_url: str | None = None,
+    profile: str | None = None,
+    region: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> S3Settings:
+    """The settings of the CLI's ``--s3-endpoint-url``/``--profile``/``--region``: the
+    environment's, with the values given (not None) taking precedence. Writes nothing."""
+    if endpoint_url is not None:
+        _check_endpoint_url(endpoint_url)
+    found = S3Settings.from_environ(environ)
+    return replace(
+        found,
+        endpoint_url=endpoint_url if endpoint_url is not None else found.endpoint_url,
+        profile=profile if profile is not None else found.profile,
+        region=region if region is not None else found.region,
+    )
+
+
+def _check_endpoint_url(endpoint_url: str) -> None:
+    if not endpoint_url.startswith(("http://", "https://")):
+        raise SourceError(
+            f"S3 endpoint URL {endpoint_url!r} must start with http:// or https:// "
+            "(for example http://127.0.0.1:8333)"
+        )
+
+
 def configure_s3(
     endpoint_url: str | None = None, profile: str | None = None, region: str | None = None
 ) -> S3Settings:
@@ -89,11 +131,7 @@ def configure_s3(
     in force.
     """
     if endpoint_url is not None:
-        if not endpoint_url.startswith(("http://", "https://")):
-            raise SourceError(
-                f"S3 endpoint URL {endpoint_url!r} must start with http:// or https:// "
-                "(for example http://127.0.0.1:8333)"
-            )
+        _check_endpoint_url(endpoint_url)
         os.environ[ENV_ENDPOINT_URL] = endpoint_url
         os.environ.pop(ENV_IGNORE_ENDPOINTS, None)
     if profile is not None:

@@ -10,11 +10,14 @@ Implementations are imported lazily: local-only jobs never import boto3.
 
 from __future__ import annotations
 
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from emulator.errors import SourceError
 from emulator.sources.base import Entry, Source, safe_relative_path
 from emulator.spec import DataSourceSpec
+
+if TYPE_CHECKING:
+    from emulator.config import S3Settings
 
 __all__ = ["Entry", "Source", "is_s3_uri", "open_source", "open_uri", "safe_relative_path"]
 
@@ -23,27 +26,29 @@ def is_s3_uri(uri: str) -> bool:
     return uri.startswith(("s3://", "https://"))
 
 
-def open_source(data_source: DataSourceSpec) -> Source:
-    """The Source for a channel's DataSource. Nothing is read until ``entries()``."""
+def open_source(data_source: DataSourceSpec, settings: S3Settings | None = None) -> Source:
+    """The Source for a channel's DataSource. Nothing is read until ``entries()``.
+
+    ``settings`` reach S3 (None: from the environment)."""
     uri = data_source.uri
     if data_source.data_type == "ManifestFile":
         from emulator.sources.manifest import ManifestSource
 
-        return ManifestSource(uri)
+        return ManifestSource(uri, settings)
     if data_source.data_type == "AugmentedManifestFile":
         from emulator.sources.manifest import AugmentedManifestSource
 
-        return AugmentedManifestSource(uri)
+        return AugmentedManifestSource(uri, settings)
     if is_s3_uri(uri):
         from emulator.sources.s3 import S3Source
 
-        return S3Source(uri)
+        return S3Source(uri, settings)
     from emulator.sources.local import LocalSource
 
     return LocalSource(uri)
 
 
-def open_uri(uri: str) -> BinaryIO:
+def open_uri(uri: str, settings: S3Settings | None = None) -> BinaryIO:
     """A sequential stream of one object named by a full URI (s3://, https://, file://, path).
 
     Used for AugmentedManifestFile ``-ref`` attributes and manifest files themselves."""
@@ -51,7 +56,7 @@ def open_uri(uri: str) -> BinaryIO:
         from emulator.sources.s3 import open_s3_uri
 
         try:
-            return open_s3_uri(uri)
+            return open_s3_uri(uri, settings)
         except FileNotFoundError as exc:
             raise SourceError(f"{uri}: no such object; check the URI") from exc
     from emulator.sources.local import local_path

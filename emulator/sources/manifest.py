@@ -19,7 +19,7 @@ import os
 import posixpath
 import stat
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from emulator.errors import SourceError
 from emulator.progress import NO_PROGRESS, Progress
@@ -27,12 +27,15 @@ from emulator.sources import is_s3_uri, open_uri
 from emulator.sources.base import Entry, Source, safe_relative_path
 from emulator.sources.local import LocalSource, local_path
 
+if TYPE_CHECKING:
+    from emulator.config import S3Settings
+
 MANIFEST_SHAPE = 'a JSON array: [{"prefix": "s3://bucket/prefix/"}, "key1", "key2", ...]'
 
 
-def read_manifest(uri: str) -> tuple[str, list[str]]:
+def read_manifest(uri: str, settings: S3Settings | None = None) -> tuple[str, list[str]]:
     """The prefix and the keys of the ManifestFile at ``uri``."""
-    with open_uri(uri) as stream:
+    with open_uri(uri, settings) as stream:
         raw = stream.read()
     return parse_manifest(raw, uri)
 
@@ -59,8 +62,9 @@ def parse_manifest(raw: bytes, uri: str) -> tuple[str, list[str]]:
 class _ResolvedSource(Source):
     """A Source that reads through the S3 or local Source found by ``entries()``."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, settings: S3Settings | None = None) -> None:
         self.uri = uri
+        self.settings = settings  # None: from the environment
         self._backend: Source | None = None
 
     def _source(self) -> Source:
@@ -83,11 +87,11 @@ class ManifestSource(_ResolvedSource):
     """The objects a ManifestFile lists."""
 
     def entries(self) -> list[Entry]:
-        prefix, keys = read_manifest(self.uri)
+        prefix, keys = read_manifest(self.uri, self.settings)
         if is_s3_uri(prefix):
             from emulator.sources.s3 import S3Source  # boto3 only when S3 is used
 
-            s3 = S3Source(prefix)
+            s3 = S3Source(prefix, self.settings)
             self._backend = s3
             return s3.stat_keys(keys, origin=self.uri)
         if is_s3_uri(self.uri):
@@ -135,7 +139,7 @@ class AugmentedManifestSource(_ResolvedSource):
             folder, name = posixpath.split(location.key)
             if not name:
                 raise SourceError(f"{self.uri}: an AugmentedManifestFile URI names one object")
-            s3 = S3Source(location.uri(folder + "/" if folder else ""))
+            s3 = S3Source(location.uri(folder + "/" if folder else ""), self.settings)
             self._backend = s3
             return s3.stat_keys([name], origin=self.uri)
         local = LocalSource(self.uri)
