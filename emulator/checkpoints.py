@@ -69,6 +69,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
+from emulator.config import S3Settings
 from emulator.errors import SourceError
 from emulator.layout import make_writable
 from emulator.paths import is_remote
@@ -98,11 +99,12 @@ def _no_notice(message: str) -> None:
     pass
 
 
-def check_checkpoint_location(spec: JobSpec) -> None:
+def check_checkpoint_location(spec: JobSpec, settings: S3Settings | None = None) -> None:
     """Preflight: refuse a CheckpointConfig.S3Uri that cannot be used (missing bucket, denied,
-    unreachable endpoint, a local path that is not a writable directory)."""
+    unreachable endpoint, a local path that is not a writable directory). ``settings`` reach
+    S3 (None: from the environment)."""
     if spec.checkpoint is not None:
-        checkpoint_store(spec.checkpoint.uri).check()
+        checkpoint_store(spec.checkpoint.uri, settings).check()
 
 
 # -- where checkpoints are kept ---------------------------------------------------------------
@@ -145,15 +147,16 @@ class CheckpointStore(ABC):
         """Delete the names; return what failed (relative path -> message)."""
 
 
-def checkpoint_store(uri: str) -> CheckpointStore:
-    return S3CheckpointStore(uri) if is_remote(uri) else LocalCheckpointStore(uri)
+def checkpoint_store(uri: str, settings: S3Settings | None = None) -> CheckpointStore:
+    return S3CheckpointStore(uri, settings) if is_remote(uri) else LocalCheckpointStore(uri)
 
 
 class S3CheckpointStore(CheckpointStore):
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, settings: S3Settings | None = None) -> None:
         from emulator.sources.s3 import parse_s3_uri
 
         self.uri = uri
+        self.settings = settings  # None: from the environment
         location = parse_s3_uri(uri)
         self.bucket = location.bucket
         key = location.key
@@ -163,17 +166,17 @@ class S3CheckpointStore(CheckpointStore):
     def check(self) -> None:
         from emulator.sources.s3 import check_bucket
 
-        check_bucket(self.uri, "CheckpointConfig.S3Uri")
+        check_bucket(self.uri, "CheckpointConfig.S3Uri", self.settings)
 
     def listing(self) -> list[Entry]:
         from emulator.sources.s3 import list_objects
 
-        return list_objects(self.folder_uri)
+        return list_objects(self.folder_uri, self.settings)
 
     def fetch(self, entries: list[Entry], dest: Path, progress: Progress) -> None:
         from emulator.sources.s3 import S3Source
 
-        S3Source(self.folder_uri).download(entries, dest, progress)
+        S3Source(self.folder_uri, self.settings).download(entries, dest, progress)
 
     def send(self, files: list[_Snapshot]) -> dict[str, str]:
         from emulator.sources.s3 import Upload, upload_objects
@@ -183,7 +186,7 @@ class S3CheckpointStore(CheckpointStore):
             for f in files
         ]
         try:
-            failures = upload_objects(self.bucket, uploads) if uploads else {}
+            failures = upload_objects(self.bucket, uploads, self.settings) if uploads else {}
         finally:
             for upload in uploads:
                 if not isinstance(upload.source, Path):
@@ -194,7 +197,9 @@ class S3CheckpointStore(CheckpointStore):
         from emulator.sources.s3 import delete_objects
 
         try:
-            failures = delete_objects(self.bucket, [self.prefix + r for r in relatives])
+            failures = delete_objects(
+                self.bucket, [self.prefix + r for r in relatives], self.settings
+            )
         except SourceError as exc:
             return dict.fromkeys(relatives, str(exc))
         return {key.removeprefix(self.prefix): str(error) for key, error in failures.items()}
@@ -453,10 +458,12 @@ class CheckpointSync:
         host_dirs: Mapping[str, Path] | Path,
         notice: Notice = _no_notice,
         progress: Progress = NO_PROGRESS,
+        settings: S3Settings | None = None,
     ) -> None:
         dirs = {"algo-1": host_dirs} if isinstance(host_dirs, Path) else dict(host_dirs)
         self.checkpoint = checkpoint
-        self.store = checkpoint_store(checkpoint.uri) if checkpoint is not None else None
+        store = checkpoint_store(checkpoint.uri, settings) if checkpoint is not None else None
+        self.store = store
         self.notice = notice
         self.progress = progress
         self._hosts = {name: _Host(name, Path(root)) for name, root in dirs.items()}

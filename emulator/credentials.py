@@ -11,12 +11,16 @@ The request's own ``Environment`` entries win over these (they are what the user
 
 from __future__ import annotations
 
+from emulator.config import S3Settings
 from emulator.errors import RequestInvalid
 from emulator.spec import JobSpec
 
 
-def container_credentials(spec: JobSpec, pass_credentials: bool) -> dict[str, str]:
-    """The AWS variables to add to every container's environment ({} unless opted in).
+def container_credentials(
+    spec: JobSpec, pass_credentials: bool, settings: S3Settings | None = None
+) -> dict[str, str]:
+    """The AWS variables to add to every container's environment ({} unless opted in), as
+    the job's S3 ``settings`` resolve them (profile, endpoint; None: from the environment).
 
     Raises RequestInvalid for a network-isolated job, SourceError when no credentials can be
     resolved. Call it in preflight."""
@@ -32,4 +36,4 @@ def container_credentials(spec: JobSpec, pass_credentials: bool) -> dict[str, st
         )
     from emulator.sources.s3 import credentials_environment
 
-    return credentials_environment()
+    return credentials_environment(settings)

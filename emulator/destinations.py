@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from emulator.artifacts import PackResult, merge_tree, pack
+from emulator.config import S3Settings
 from emulator.errors import SourceError
 from emulator.paths import is_remote
 from emulator.sources.local import local_path
@@ -40,12 +41,13 @@ def job_output_uri(spec: JobSpec) -> str:
     return f"{spec.output_path.rstrip('/')}/{spec.name}/output"
 
 
-def check_output_location(spec: JobSpec) -> None:
-    """Fail before the job starts when the output location cannot be used."""
+def check_output_location(spec: JobSpec, settings: S3Settings | None = None) -> None:
+    """Fail before the job starts when the output location cannot be used. ``settings``
+    reach S3 (None: from the environment)."""
     if is_remote(spec.output_path):
         from emulator.sources.s3 import check_bucket
 
-        check_bucket(spec.output_path, "OutputDataConfig.S3OutputPath")
+        check_bucket(spec.output_path, "OutputDataConfig.S3OutputPath", settings)
         return
     root = local_path(spec.output_path)
     existing = next((p for p in (root, *root.parents) if p.exists()), None)
@@ -65,11 +67,14 @@ def publish_artifacts(
     model_dirs: list[Path],
     output_dirs: list[Path],
     notice: Notice,
+    settings: S3Settings | None = None,
 ) -> str:
-    """Pack and write the artifacts of every host; return ModelArtifacts.S3ModelArtifacts."""
+    """Pack and write the artifacts of every host; return ModelArtifacts.S3ModelArtifacts.
+
+    ``settings`` reach S3 (None: from the environment)."""
     try:
         if is_remote(spec.output_path):
-            return _publish_to_s3(spec, model_dirs, output_dirs, notice)
+            return _publish_to_s3(spec, model_dirs, output_dirs, notice, settings)
         return _publish_locally(spec, model_dirs, output_dirs, notice)
     except OSError as exc:
         path = f" ({exc.filename})" if exc.filename else ""
@@ -102,7 +107,11 @@ def _publish_locally(
 
 
 def _publish_to_s3(
-    spec: JobSpec, model_dirs: list[Path], output_dirs: list[Path], notice: Notice
+    spec: JobSpec,
+    model_dirs: list[Path],
+    output_dirs: list[Path],
+    notice: Notice,
+    settings: S3Settings | None,
 ) -> str:
     from emulator.sources.s3 import (
         Upload,
@@ -131,16 +140,16 @@ def _publish_to_s3(
             _report_clashes(model, "/opt/ml/model", notice)
             uploads.append(Upload(f"{prefix}/model.tar.gz", staging / "model.tar.gz"))
             artifacts = f"s3://{bucket}/{prefix}/model.tar.gz"
-        _raise_first(upload_objects(bucket, uploads))
+        _raise_first(upload_objects(bucket, uploads, settings))
     if spec.output_compression == "NONE":
         # Keys of an earlier run of this job name (--replace) that this run did not write.
         written = {upload.key for upload in uploads}
         stale = [
             entry.location
-            for entry in list_objects(f"s3://{bucket}/{prefix}/model/")
+            for entry in list_objects(f"s3://{bucket}/{prefix}/model/", settings)
             if entry.location not in written
         ]
-        _raise_first(delete_objects(bucket, stale))
+        _raise_first(delete_objects(bucket, stale, settings))
     return artifacts
 
 

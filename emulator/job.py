@@ -59,7 +59,7 @@ from emulator import destinations
 from emulator.artifacts import failure_reason
 from emulator.channels.staging import ChannelStager, ResolvedChannel, resolve_channels
 from emulator.checkpoints import CheckpointSync, check_checkpoint_location
-from emulator.config import resolve_region
+from emulator.config import S3Settings, effective_s3_settings, resolve_region
 from emulator.container import (
     EXIT_REMOVED,
     Container,
@@ -108,12 +108,15 @@ class RunOptions:
     base_dir: Path | None = None  # relative local paths of the request resolve here (cwd)
     replace: bool = False  # discard an earlier finished job of the same name
     stop_grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS
-    # The job's region (its ARN, the containers' AWS_REGION); default: config.resolve_region.
-    # It does NOT reach the emulator's own S3 client, which reads the environment
-    # (config.S3Settings.from_environ): the CLI's --region sets both through
-    # config.configure_s3; a Python caller wanting S3 in another region sets
-    # AWS_DEFAULT_REGION (or calls configure_s3(region=...)) as well.
+    # The job's region (its ARN, the containers' AWS_REGION); default: s3.region, then
+    # config.resolve_region. It is also the S3 client's region when s3 names none.
     region: str | None = None
+    # How the emulator reaches S3 (endpoint, profile, region, retries: config.S3Settings),
+    # as the CLI's --s3-endpoint-url/--profile/--region; None = from the environment
+    # (AWS_* variables, config files). Passed down to every S3 user of the job (channels,
+    # the FastFile child, outputs, checkpoints, --pass-aws-credentials); os.environ is
+    # never written.
+    s3: S3Settings | None = None
     work_root: Path | None = None  # where per-job work dirs go; default: the temp dir
     log_sink: LogSink = field(default=_no_log)
     notice: Callable[[str], None] = field(default=_no_notice)
@@ -149,7 +152,9 @@ class TrainingJob:
     def __init__(self, spec: JobSpec, options: RunOptions) -> None:
         self.spec = spec
         self.options = options
-        self.region = resolve_region(options.region)
+        s3_region = options.s3.region if options.s3 is not None else None
+        self.region = resolve_region(options.region or s3_region)
+        self.s3 = effective_s3_settings(options.s3, options.region)
         self.store = JobStore(options.home)
         self.record = JobRecord(spec, spec.arn(self.region))
         self.metrics = MetricsCollector(spec.metric_definitions)
@@ -218,13 +223,15 @@ class TrainingJob:
             check_locations(self.spec)
         _deferred(engine.require_image, self.spec.image)
         self.resources = self._host_resources(engine)
-        channels = resolve_channels(self.spec)
+        channels = resolve_channels(self.spec, self.s3)
         if not self.options.allow_sensitive_paths:
             for resolved in channels.values():
                 check_entries(resolved.channel.name, resolved.entries)
-        destinations.check_output_location(self.spec)
-        check_checkpoint_location(self.spec)
-        self.aws_environment = container_credentials(self.spec, self.options.pass_aws_credentials)
+        destinations.check_output_location(self.spec, self.s3)
+        check_checkpoint_location(self.spec, self.s3)
+        self.aws_environment = container_credentials(
+            self.spec, self.options.pass_aws_credentials, self.s3
+        )
         return channels
 
     def _host_resources(self, engine: DockerEngine) -> dict[str, HostResources]:
@@ -272,7 +279,7 @@ class TrainingJob:
 
         self._transition("Downloading", "Downloading input data")
         stager = ChannelStager(
-            self.spec, channels, work, self.options.progress, self.options.notice
+            self.spec, channels, work, self.options.progress, self.options.notice, self.s3
         )
         cleanup.enter_context(stager)
         extra_mounts = {layout.host.name: stager.stage(layout) for layout in layouts}
@@ -281,6 +288,7 @@ class TrainingJob:
             {layout.host.name: layout.checkpoint_dir for layout in layouts},
             self.options.notice,
             self.options.progress,
+            self.s3,
         )
         cleanup.enter_context(checkpoints)  # synced once more however the job ends
         checkpoints.restore()
@@ -319,6 +327,7 @@ class TrainingJob:
             [layout.model_dir for layout in layouts],
             [layout.output_data_dir for layout in layouts],
             self.options.notice,
+            self.s3,
         )
         self.record.finish(outcome, self.metrics.final_metric_data_list())
 

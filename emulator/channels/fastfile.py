@@ -14,8 +14,9 @@ stay out of the emulator, and a crash of the file system cannot hang it. The par
 the configuration as one JSON line on the child's stdin and keeps that pipe open as a
 lifeline: when it closes (the emulator exited or died) the child unmounts and exits. The
 child answers ``ready`` on stdout once the kernel has mounted it, or a structured error.
-Its stderr is its log. The child rebuilds the Source with ``open_source(DataSourceSpec)``
-and inherits the environment (S3 endpoint and credentials settings).
+Its stderr is its log. The child rebuilds the Source with ``open_source(DataSourceSpec,
+S3Settings)``: the job's S3 settings travel in the JSON configuration (``s3_settings``; null:
+from the environment, which the child inherits, as do credentials a profile does not give).
 
 The block cache counters of a running mount are readable as JSON in the extended attribute
 ``user.emulator.fastfile.stats`` of its root (``FastFileMount.stats()``), for benchmarks and
@@ -70,6 +71,7 @@ from emulator.channels.mounts import (
     read_mounts,
     unmount,
 )
+from emulator.config import S3Settings
 from emulator.errors import EmulatorError, EnvironmentProblem, SourceError
 from emulator.sources.base import Entry, Source
 from emulator.spec import DataSourceSpec
@@ -209,10 +211,12 @@ class FastFileMount:
         label: str = "fastfile",
         log_path: Path | None = None,
         timeout: float = MOUNT_TIMEOUT_SECONDS,
+        s3_settings: S3Settings | None = None,
     ) -> None:
         if cache_bytes < 2 * block_size:
             raise ValueError(f"cache_bytes must be at least two blocks ({2 * block_size} bytes)")
         self.data_source = data_source
+        self.s3_settings = s3_settings
         self.entries = list(entries)
         self.mountpoint = Path(os.path.abspath(mountpoint))
         self.label = re.sub(r"[^A-Za-z0-9._-]", "_", label)[:64] or "fastfile"
@@ -316,6 +320,7 @@ class FastFileMount:
     def _config(self) -> dict[str, Any]:
         return {
             "data_source": asdict(self.data_source),
+            "s3_settings": asdict(self.s3_settings) if self.s3_settings is not None else None,
             "entries": [[e.relative_path, e.location, e.size, e.etag] for e in self.entries],
             "mountpoint": str(self.mountpoint),
             "label": self.label,
@@ -601,6 +606,10 @@ def _data_source_from_json(spec: dict[str, Any]) -> DataSourceSpec:
     )
 
 
+def _s3_settings_from_json(values: dict[str, Any] | None) -> S3Settings | None:
+    return None if values is None else S3Settings(**values)
+
+
 def _warm_up(source: Source) -> None:
     s3 = sys.modules.get("emulator.sources.s3")  # not imported: not an S3 channel
     if s3 is not None and isinstance(source, s3.S3Source):
@@ -614,7 +623,7 @@ def _serve(config: dict[str, Any], out: IO[bytes]) -> int:
     data_source = _data_source_from_json(config["data_source"])
     entries = [Entry(rel, loc, size, etag) for rel, loc, size, etag in config["entries"]]
     cache = BlockCache(
-        open_source(data_source),
+        open_source(data_source, _s3_settings_from_json(config.get("s3_settings"))),
         block_size=config["block_size"],
         capacity_bytes=config["cache_bytes"],
         readahead_blocks=config["readahead_blocks"],

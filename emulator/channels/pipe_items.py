@@ -40,11 +40,14 @@ import random
 import zlib
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, BinaryIO
+from typing import IO, TYPE_CHECKING, BinaryIO
 
 from emulator.errors import SourceError
 from emulator.sources import Entry, Source, is_s3_uri, open_uri
 from emulator.sources.local import LocalSource, local_path
+
+if TYPE_CHECKING:
+    from emulator.config import S3Settings
 
 CHUNK_SIZE = 1024 * 1024
 REF_SUFFIX = "-ref"
@@ -138,15 +141,19 @@ class PipeItems:
         *,
         shuffle_seed: int | None = None,
         shard: Shard | None = None,
+        settings: S3Settings | None = None,
     ) -> PipeItems:
-        """One item per attribute per line; lines are the units. Raises SourceError."""
+        """One item per attribute per line; lines are the units. Raises SourceError.
+
+        ``settings`` reach S3 for the manifest and its -ref objects (None: the environment)."""
         names = tuple(attribute_names)
         if not names:
             raise SourceError(f"{manifest_uri}: AugmentedManifestFile needs AttributeNames")
-        lines = _read_manifest(manifest_uri, names)
+        lines = _read_manifest(manifest_uri, names, settings)
 
         def expand(index: int) -> Sequence[PipeItem]:
-            return _line_items(f"{manifest_uri} line {lines[index][0]}", names, lines[index][1])
+            where = f"{manifest_uri} line {lines[index][0]}"
+            return _line_items(where, names, lines[index][1], settings)
 
         return cls(len(lines), expand, shuffle_seed=shuffle_seed, shard=shard)
 
@@ -168,9 +175,11 @@ class PipeItems:
 _Line = tuple[int, tuple[bytes | str, ...]]
 
 
-def _read_manifest(uri: str, names: tuple[str, ...]) -> list[_Line]:
+def _read_manifest(
+    uri: str, names: tuple[str, ...], settings: S3Settings | None = None
+) -> list[_Line]:
     lines: list[_Line] = []
-    with open_uri(uri) as stream:
+    with open_uri(uri, settings) as stream:
         for number, raw in enumerate(iter_lines(stream), start=1):
             if raw.strip():
                 lines.append((number, _parse_line(f"{uri} line {number}", raw, names)))
@@ -208,7 +217,10 @@ def encode_inline_value(value: object) -> bytes:
 
 
 def _line_items(
-    where: str, names: tuple[str, ...], values: tuple[bytes | str, ...]
+    where: str,
+    names: tuple[str, ...],
+    values: tuple[bytes | str, ...],
+    settings: S3Settings | None = None,
 ) -> tuple[PipeItem, ...]:
     items = []
     for name, value in zip(names, values, strict=True):
@@ -219,7 +231,7 @@ def _line_items(
         else:
             ref = PipeItem(
                 f"{label} ({value})",
-                functools.partial(open_uri, value),
+                functools.partial(open_uri, value, settings),
                 None,
                 path=_local_file(value),
             )

@@ -22,6 +22,7 @@ from emulator.channels.fastfile import FastFileMount, check_fuse_available
 from emulator.channels.pipe import PipeChannel
 from emulator.channels.pipe_items import PipeItems, Shard
 from emulator.channels.plan import plan_data_source
+from emulator.config import S3Settings
 from emulator.container import Mount
 from emulator.errors import EnvironmentProblem
 from emulator.layout import CONTAINER_ML, HostLayout, make_writable
@@ -44,14 +45,18 @@ class ResolvedChannel:
     pipe_items: dict[str, PipeItems] = field(default_factory=dict)
 
 
-def resolve_channels(spec: JobSpec) -> dict[str, ResolvedChannel]:
-    """List and plan every channel; raise before anything exists when one cannot be used."""
+def resolve_channels(
+    spec: JobSpec, settings: S3Settings | None = None
+) -> dict[str, ResolvedChannel]:
+    """List and plan every channel; raise before anything exists when one cannot be used.
+
+    ``settings`` reach S3 (None: from the environment)."""
     if any(channel.input_mode == "FastFile" for channel in spec.channels):
         check_fuse_available()
-    return {channel.name: _resolve(spec, channel) for channel in spec.channels}
+    return {channel.name: _resolve(spec, channel, settings) for channel in spec.channels}
 
 
-def _resolve(spec: JobSpec, channel: ChannelSpec) -> ResolvedChannel:
+def _resolve(spec: JobSpec, channel: ChannelSpec, settings: S3Settings | None) -> ResolvedChannel:
     hosts = spec.resources.hosts()
     if channel.source.data_type == "AugmentedManifestFile":
         if channel.input_mode != "Pipe":
@@ -66,11 +71,12 @@ def _resolve(spec: JobSpec, channel: ChannelSpec) -> ResolvedChannel:
                 channel.source.attribute_names,
                 shuffle_seed=channel.shuffle_seed,
                 shard=_shard(channel, list(plan), host),
+                settings=settings,
             )
             for host in plan
         }
         return ResolvedChannel(channel, None, [], plan, items)
-    source = open_source(channel.source)
+    source = open_source(channel.source, settings)
     entries = source.entries()
     plan = plan_data_source(entries, channel.source, hosts)
     items = {}
@@ -103,8 +109,10 @@ class ChannelStager:
         work_dir: Path,
         progress: Progress,
         notice: Callable[[str], None],
+        s3_settings: S3Settings | None = None,
     ) -> None:
         self.spec = spec
+        self.s3_settings = s3_settings  # for the FastFile children (None: the environment)
         self.channels = channels
         self.work_dir = work_dir
         self.progress = progress
@@ -174,6 +182,7 @@ class ChannelStager:
             mountpoint,
             label=f"{self.spec.name}-{layout.host.name}-{name}",
             log_path=self.work_dir / "fastfile" / f"{layout.host.name}-{name}.log",
+            s3_settings=self.s3_settings,
         )
         self._resources.enter_context(mount)
         return Mount(f"{CONTAINER_ML}/input/data/{name}", mountpoint, read_only=True)
