@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from emulator.config import configure_s3
+from emulator.config import s3_settings_from_flags
 from emulator.errors import EmulatorError, RequestInvalid
 from emulator.instances import parse_gpus
 from emulator.job import DEFAULT_STOP_GRACE_SECONDS, RunOptions, run_training_job
@@ -111,9 +111,9 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
 @click.option(
     "--s3-endpoint-url",
     metavar="URL",
-    help="S3-compatible server to use instead of AWS (sets AWS_ENDPOINT_URL_S3).",
+    help="S3-compatible server to use instead of AWS (default: AWS_ENDPOINT_URL_S3).",
 )
-@click.option("--profile", help="AWS profile for S3 access (sets AWS_PROFILE).")
+@click.option("--profile", help="AWS profile for S3 access (default: AWS_PROFILE).")
 @click.option("--region", help="AWS region: S3 client, job ARN and the container's AWS_REGION.")
 @click.option(
     "--pass-aws-credentials",
@@ -174,7 +174,7 @@ def run(
     """
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        configure_s3(endpoint_url=s3_endpoint_url, profile=profile, region=region)
+        s3 = s3_settings_from_flags(endpoint_url=s3_endpoint_url, profile=profile, region=region)
         base, base_dir = load_request(request_file) if request_file else (None, Path.cwd())
         flags = Overrides(
             image=image,
@@ -202,6 +202,7 @@ def run(
             apply_instance_limits=apply_instance_limits,
             allow_sensitive_paths=allow_sensitive_paths,
             region=region,
+            s3=s3,
             pass_aws_credentials=pass_aws_credentials,
         )
         record = _run(request, options, as_json, quiet)
