@@ -298,19 +298,6 @@ def test_a_local_location_that_is_a_file_is_refused(tmp_path: Path) -> None:
 # -- S3 (moto) ----------------------------------------------------------------------------------
 
 
-def objects(server: S3Server, bucket: str, prefix: str) -> dict[str, bytes]:
-    found = {}
-    pages = server.client.get_paginator("list_objects_v2")
-    for page in pages.paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            try:
-                body = server.client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
-            except server.client.exceptions.NoSuchKey:
-                continue  # deleted since the listing
-            found[obj["Key"].removeprefix(prefix)] = body
-    return found
-
-
 @pytest.mark.s3
 def test_s3_restore_sync_and_reconcile(
     moto_s3: S3Server, hosts: dict[str, Path], no_thread_leaks: None
@@ -332,15 +319,15 @@ def test_s3_restore_sync_and_reconcile(
         sync.start()
         write(root, {"step-2.pt": b"two", "zero": b""})
         (root / "step-1.pt").unlink()
-        wait_until(lambda: objects(moto_s3, bucket, "run/ckpt/").keys() == tree(root).keys())
+        wait_until(lambda: moto_s3.read_objects(bucket, "run/ckpt/").keys() == tree(root).keys())
         write(root, {"big.bin": big})
-    final = objects(moto_s3, bucket, "run/ckpt/")
+    final = moto_s3.read_objects(bucket, "run/ckpt/")
     assert final.keys() == {"step-2.pt", "nested/ünï cödé.json", "big.bin", "zero"}
     assert final["zero"] == b""
     assert hashlib.sha256(final["big.bin"]).digest() == hashlib.sha256(big).digest()
     etag = moto_s3.client.head_object(Bucket=bucket, Key="run/ckpt/big.bin")["ETag"]
     assert etag.strip('"').endswith("-2")  # multipart
-    assert objects(moto_s3, bucket, "run/ckpt-old/") == {
+    assert moto_s3.read_objects(bucket, "run/ckpt-old/") == {
         "stale.pt": b"not ours: a different folder"
     }
 

@@ -18,7 +18,6 @@ left, whichever way the job ended.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -38,13 +37,18 @@ import pytest
 from emulator.channels.fastfile import FSTYPE, find_stale_mounts, force_unmount, read_mounts
 from emulator.container import LABEL_JOB
 from emulator.store import JobStore
-from tests.fixtures.jobs import JobRunner, channel, sha256sums, unique_name
+from tests.fixtures.jobs import (
+    JobRunner,
+    channel,
+    python_reader_members,
+    sha256sums,
+    unique_name,
+)
 from tests.fixtures.s3 import S3Server
 from tests.test_lifecycle import EMULATOR, start_cli_job
 
 pytestmark = [pytest.mark.docker, pytest.mark.fuse, pytest.mark.timeout(90)]
 
-PYTHON = "sagemaker-emulator/python:latest"
 BUSYBOX = "sagemaker-emulator/busybox:latest"
 NONROOT = "sagemaker-emulator/probe-nonroot:latest"
 DATA = "/opt/ml/input/data"
@@ -59,13 +63,6 @@ FILES = {
     "nested/d.txt": b"deeper\n" * 100,
     "spaced name \u00fc.txt": b"spaces and unicode are kept",
 }
-
-READER_ENTRYPOINT = [
-    "python3",
-    "-c",
-    "import base64,json;h=json.load(open('/opt/ml/input/config/hyperparameters.json'));"
-    "exec(base64.b64decode(''.join(h[k] for k in sorted(h) if k.startswith('reader.'))))",
-]
 
 PRELUDE = '''
 import errno, hashlib, json, mmap, os, stat, subprocess, sys, threading, traceback
@@ -190,20 +187,8 @@ def python_job(
     """A request whose container runs PRELUDE + ``body`` in the python image, job-level mode
     FastFile (``algorithm`` members override); ``args`` reaches the script as ``ARGS``."""
     code = f"{PRELUDE}ARGS = json.loads({json.dumps(args)!r})\n{textwrap.dedent(body)}"
-    script = base64.b64encode(code.encode()).decode()
-    pieces = {f"reader.{i // 2400:02}": script[i : i + 2400] for i in range(0, len(script), 2400)}
-    algorithm = {
-        "TrainingImage": PYTHON,
-        "TrainingInputMode": "FastFile",
-        "ContainerEntrypoint": READER_ENTRYPOINT,
-        **members.pop("algorithm", {}),
-    }
     return jobs.request(
-        AlgorithmSpecification=algorithm,
-        InputDataConfig=channels,
-        HyperParameters=pieces,
-        StoppingCondition={"MaxRuntimeInSeconds": 60},
-        **members,
+        InputDataConfig=channels, **python_reader_members(code, "FastFile", 60, **members)
     )
 
 

@@ -11,7 +11,6 @@ contract (not the emulator's). Readers report through /opt/ml/model (model.tar.g
 
 from __future__ import annotations
 
-import base64
 import gzip
 import hashlib
 import json
@@ -28,24 +27,16 @@ from typing import Any
 import pytest
 
 from emulator.channels.pipe_items import epoch_order
-from tests.fixtures.jobs import JobRunner, channel
+from tests.fixtures.jobs import JobRunner, channel, python_reader_members
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(60)]
 
-PYTHON = "sagemaker-emulator/python:latest"
 BUSYBOX = "sagemaker-emulator/busybox:latest"
 DATA = "/opt/ml/input/data"
 MIB = 1024 * 1024
 MAGIC_BYTES = bytes.fromhex("0a23d7ce")  # uint32 0xCED7230A, little-endian
 
 MakeFiles = Callable[[dict[str, bytes]], Path]
-
-READER_ENTRYPOINT = [
-    "python3",
-    "-c",
-    "import base64,json;h=json.load(open('/opt/ml/input/config/hyperparameters.json'));"
-    "exec(base64.b64decode(''.join(h[k] for k in sorted(h) if k.startswith('reader.'))))",
-]
 
 READER_PRELUDE = '''
 import hashlib, json, os, stat, struct, sys, time, traceback
@@ -149,20 +140,9 @@ def shell_job(jobs: JobRunner, script: str, channels: list[dict[str, Any]], **me
 
 def python_job(jobs: JobRunner, body: str, channels: list[dict[str, Any]], **members: Any) -> Any:
     """A request whose container runs READER_PRELUDE + ``body`` in the python image."""
-    script = base64.b64encode((READER_PRELUDE + textwrap.dedent(body)).encode()).decode()
-    pieces = {f"reader.{i // 2400:02}": script[i : i + 2400] for i in range(0, len(script), 2400)}
-    algorithm = {
-        "TrainingImage": PYTHON,
-        "TrainingInputMode": "Pipe",
-        "ContainerEntrypoint": READER_ENTRYPOINT,
-        **members.pop("algorithm", {}),
-    }
+    code = READER_PRELUDE + textwrap.dedent(body)
     return jobs.request(
-        AlgorithmSpecification=algorithm,
-        InputDataConfig=channels,
-        HyperParameters=pieces,
-        StoppingCondition={"MaxRuntimeInSeconds": 40},
-        **members,
+        InputDataConfig=channels, **python_reader_members(code, "Pipe", 40, **members)
     )
 
 

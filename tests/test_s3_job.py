@@ -103,19 +103,6 @@ def s3_archive(server: S3Server, uri: str) -> dict[str, bytes]:
         }
 
 
-def s3_objects(server: S3Server, bucket: str, prefix: str) -> dict[str, bytes]:
-    found = {}
-    pages = server.client.get_paginator("list_objects_v2")
-    for page in pages.paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            try:
-                body = server.client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
-            except server.client.exceptions.NoSuchKey:
-                continue  # deleted since the listing
-            found[obj["Key"].removeprefix(prefix)] = body
-    return found
-
-
 def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -195,7 +182,7 @@ def test_compression_none_uploads_every_model_file_big_ones_multipart(
     assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
     prefix = f"o/{name}/output/model/"
     assert record["ModelArtifacts"]["S3ModelArtifacts"] == f"s3://{out}/{prefix}"
-    model = s3_objects(moto_s3, out, prefix)
+    model = moto_s3.read_objects(out, prefix)
     assert {"big.bin", "big.sha256", "probe/argv", "probe/env"} <= model.keys()
     digest = model["big.sha256"].decode().split()[0]
     assert hashlib.sha256(model["big.bin"]).hexdigest() == digest
@@ -247,18 +234,18 @@ def test_checkpoints_are_restored_synced_while_running_and_at_the_end(
     runner = run_in_thread(jobs, request)
     # Synced while the container sleeps: the new file is there, the deleted one gone.
     wait_until(
-        lambda: s3_objects(moto_s3, bucket, "run/ckpt/").keys() == {"restored.txt", "step-1.txt"}
+        lambda: moto_s3.read_objects(bucket, "run/ckpt/").keys() == {"restored.txt", "step-1.txt"}
     )
     assert runner.is_alive()
     runner.join(timeout=60)
     record = runner.result["record"]  # type: ignore[attr-defined]
     assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
-    assert s3_objects(moto_s3, bucket, "run/ckpt/") == {
+    assert moto_s3.read_objects(bucket, "run/ckpt/") == {
         "restored.txt": b"from an earlier job",
         "step-1.txt": b"step-1\n",
         "n/final.txt": b"last\n",
     }
-    assert s3_objects(moto_s3, bucket, "run/ckpt-other/") == {
+    assert moto_s3.read_objects(bucket, "run/ckpt-other/") == {
         "x": b"a different folder: never touched"
     }
     model = jobs.model(record)
@@ -297,7 +284,10 @@ def test_every_host_of_a_multi_host_job_syncs_into_the_same_prefix(
     model = jobs.model(record)
     assert model["algo-1-saw.pt"] == model["algo-2-saw.pt"] == b"r"  # restored on every host
     # algo-1 deleted the restored file; algo-2's unchanged copy does not bring it back.
-    assert s3_objects(moto_s3, bucket, "m/") == {"algo-1.pt": b"algo-1\n", "algo-2.pt": b"algo-2\n"}
+    assert moto_s3.read_objects(bucket, "m/") == {
+        "algo-1.pt": b"algo-1\n",
+        "algo-2.pt": b"algo-2\n",
+    }
     assert jobs.leftovers(request["TrainingJobName"]) == []
 
 
@@ -483,5 +473,5 @@ def test_a_job_against_seaweedfs(jobs: JobRunner, seaweedfs_s3: S3Server) -> Non
     model = s3_archive(seaweedfs_s3, location)
     assert model["probe/data.sha256"].decode() == expected_checksums({"train": files})
     assert model["seen.pt"] == b"restored"
-    assert s3_objects(seaweedfs_s3, bucket, f"{run}/ckpt/") == {"new.pt": b"new\n"}
+    assert seaweedfs_s3.read_objects(bucket, f"{run}/ckpt/") == {"new.pt": b"new\n"}
     assert jobs.leftovers(name) == []
