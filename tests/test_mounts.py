@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,6 +48,12 @@ def server() -> Iterator[subprocess.Popen[bytes]]:
         stdin=subprocess.PIPE,
     ) as proc:
         try:
+            # Until exec completes, /proc/<pid>/cmdline is still the forked pytest's.
+            deadline = time.monotonic() + 10
+            cmdline = Path(f"/proc/{proc.pid}/cmdline")
+            while b"emulator.channels.fastfile" not in cmdline.read_bytes():
+                assert time.monotonic() < deadline, "the server process never started"
+                time.sleep(0.01)
             yield proc
         finally:
             proc.kill()
