@@ -42,6 +42,7 @@ lint: venv
 	$(BIN)/ruff check emulator tests containers benchmarks
 	$(BIN)/ruff format --check emulator tests containers benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: images
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

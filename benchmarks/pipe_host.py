@@ -17,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from emulator.channels.pipe import PipeChannel
-from emulator.channels.pipe_items import PipeItems
-from emulator.sources.local import LocalSource
+from emulator.stage.pipe.feeder import PipeChannel
+from emulator.stage.pipe.items import PipeItems
+from emulator.storage.local import LocalSource
 
 MIB = 1024 * 1024
 

@@ -30,8 +30,8 @@ from boto3.s3.transfer import TransferConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.*
 
-from emulator.sources.base import Entry
-from emulator.sources.s3 import S3Source, s3_client
+from emulator.storage.base import Entry
+from emulator.storage.s3 import S3Source, s3_client
 from tests.fixtures.s3 import S3Server, SeaweedFS, start_seaweedfs
 
 if TYPE_CHECKING:

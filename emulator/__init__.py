@@ -23,10 +23,10 @@ from emulator.errors import (
 )
 
 if TYPE_CHECKING:
-    from emulator.job import RunOptions, run_training_job
     from emulator.progress import Progress
-    from emulator.store import JobStore
-    from emulator.validation import parse_request, validate_request
+    from emulator.request.validation import parse_request, validate_request
+    from emulator.run.job import RunOptions, run_training_job
+    from emulator.state.store import JobStore
 
 __all__ = [
     "EmulatorError",
@@ -43,12 +43,12 @@ __all__ = [
 ]
 
 _LAZY = {
-    "JobStore": "emulator.store",
+    "JobStore": "emulator.state.store",
     "Progress": "emulator.progress",
-    "RunOptions": "emulator.job",
-    "parse_request": "emulator.validation",
-    "run_training_job": "emulator.job",
-    "validate_request": "emulator.validation",
+    "RunOptions": "emulator.run.job",
+    "parse_request": "emulator.request.validation",
+    "run_training_job": "emulator.run.job",
+    "validate_request": "emulator.request.validation",
 }
 
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from emulator.errors import SourceError
-from emulator.spec import DEFAULT_REGION
+
+DEFAULT_REGION = "us-east-1"
 
 RetryMode = Literal["standard", "adaptive", "legacy"]
 

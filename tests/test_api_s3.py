@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from emulator.channels.fastfile import FastFileMount, _s3_settings_from_json
 from emulator.config import S3Settings, effective_s3_settings, s3_settings_from_flags
-from emulator.credentials import container_credentials
 from emulator.errors import SourceError
-from emulator.job import RunOptions, TrainingJob
-from emulator.spec import DataSourceSpec
-from emulator.validation import parse_request
+from emulator.plan.credentials import container_credentials
+from emulator.request.spec import DataSourceSpec
+from emulator.request.validation import parse_request
+from emulator.run.job import RunOptions, TrainingJob
+from emulator.stage.fastfile.mount import FastFileMount, _s3_settings_from_json
 from tests.fixtures.jobs import JobRunner, channel, probe_request
 from tests.fixtures.s3 import S3Server
 

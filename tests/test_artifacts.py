@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from emulator.artifacts import failure_reason, merge_tree, pack
-from emulator.sources.local import local_path
+from emulator.finish.artifacts import failure_reason, merge_tree, pack
+from emulator.storage.local import local_path
 from tests.fixtures.jobs import PROBE, JobRunner, read_archive
 
 MakeFiles = Callable[[dict[str, bytes]], Path]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from emulator.checkpoints import (
+from emulator.checkpoints.sync import (
     DEBOUNCE_SECONDS,
     CheckpointSync,
     check_checkpoint_location,
@@ -21,7 +21,7 @@ from emulator.checkpoints import (
     scan,
 )
 from emulator.errors import SourceError
-from emulator.spec import CheckpointSpec, JobSpec, ResourceSpec
+from emulator.request.spec import CheckpointSpec, JobSpec, ResourceSpec
 from tests.fixtures.s3 import S3Server, free_port
 
 MiB = 1024 * 1024

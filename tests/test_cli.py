@@ -21,13 +21,13 @@ import docker
 import pytest
 from click.testing import CliRunner, Result
 
-from emulator.cli import main
-from emulator.container import LABEL_JOB
-from emulator.prune import WORK_DIR_PREFIX
-from emulator.store import JobStore
+from emulator.cli.main import main
+from emulator.engine.docker import LABEL_JOB
+from emulator.run.workdir import WORK_DIR_PREFIX
+from emulator.state.store import JobStore
 from tests.fixtures.jobs import PROBE, channel, probe_request, read_archive, unique_name
 
-EMULATOR = [sys.executable, "-m", "emulator.cli"]
+EMULATOR = [sys.executable, "-m", "emulator"]
 _DESCRIBE = (
     botocore.session.get_session()
     .get_service_model("sagemaker")
@@ -220,7 +220,7 @@ def test_stop_grace_must_be_a_finite_number_of_seconds(cli: Cli, grace: str) -> 
 def create_job_in_another_process(home: Path, name: str) -> None:
     """A running job whose emulator process has since ended (killed, say)."""
     code = (
-        "import sys; from pathlib import Path; from emulator.store import JobStore; "
+        "import sys; from pathlib import Path; from emulator.state.store import JobStore; "
         "JobStore(Path(sys.argv[1])).create("
         "{'TrainingJobName': sys.argv[2], 'TrainingJobStatus': 'InProgress'})"
     )

@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from emulator.store import JobStore
+from emulator.state.store import JobStore
 from tests.fixtures.jobs import PROBE, JobRunner, channel, unique_name
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(120)]
 
-EMULATOR = [sys.executable, "-m", "emulator.cli"]
+EMULATOR = [sys.executable, "-m", "emulator"]
 MakeFiles = Callable[[dict[str, bytes]], Path]
 SCRIPT_PARTS = 5  # Environment values are at most 512 characters: scripts travel in parts
 

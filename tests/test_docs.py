@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from emulator.cli import main
+from emulator.cli.main import main
 
 README = Path(__file__).parent.parent / "README.md"
 

@@ -25,8 +25,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emulator.channels.blockcache import BlockCache, ReadHandle
-from emulator.channels.fastfile import (
+from emulator.errors import EnvironmentProblem, SourceError
+from emulator.request.spec import DataSourceSpec
+from emulator.stage.fastfile.blockcache import BlockCache, ReadHandle
+from emulator.stage.fastfile.mount import (
     FSTYPE,
     FastFileMount,
     FastFileOperations,
@@ -37,11 +39,9 @@ from emulator.channels.fastfile import (
     is_mounted,
     read_mounts,
 )
-from emulator.errors import EnvironmentProblem, SourceError
-from emulator.sources import open_source
-from emulator.sources.base import Entry
-from emulator.sources.local import LocalSource
-from emulator.spec import DataSourceSpec
+from emulator.storage import open_source
+from emulator.storage.base import Entry
+from emulator.storage.local import LocalSource
 from tests.fixtures.s3 import S3Server
 
 pytestmark = pytest.mark.fuse
@@ -371,9 +371,9 @@ def test_parent_death_makes_the_file_system_unmount_itself(channel: Path, tmp_pa
         f"""
         import sys, time
         from pathlib import Path
-        from emulator.channels.fastfile import FastFileMount
-        from emulator.sources.local import LocalSource
-        from emulator.spec import DataSourceSpec
+        from emulator.stage.fastfile.mount import FastFileMount
+        from emulator.storage.local import LocalSource
+        from emulator.request.spec import DataSourceSpec
         source = LocalSource({str(channel)!r})
         spec = DataSourceSpec("S3Prefix", {str(channel)!r})
         mount = FastFileMount(spec, source.entries(), Path({str(mountpoint)!r}), label={LABEL!r})

@@ -34,9 +34,9 @@ from typing import Any
 import docker
 import pytest
 
-from emulator.channels.fastfile import FSTYPE, find_stale_mounts, force_unmount, read_mounts
-from emulator.container import LABEL_JOB
-from emulator.store import JobStore
+from emulator.engine.docker import LABEL_JOB
+from emulator.stage.fastfile.mount import FSTYPE, find_stale_mounts, force_unmount, read_mounts
+from emulator.state.store import JobStore
 from tests.fixtures.jobs import (
     JobRunner,
     channel,
@@ -156,7 +156,7 @@ def fastfile_children() -> list[int]:
             cmdline = (proc / "cmdline").read_bytes()
         except (OSError, ValueError, IndexError):
             continue
-        if ppid == os.getpid() and b"emulator.channels.fastfile" in cmdline:
+        if ppid == os.getpid() and b"emulator.stage.fastfile.mount" in cmdline:
             found.append(int(proc.name))
     return found
 

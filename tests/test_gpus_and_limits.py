@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from emulator.container import Container, ContainerPlan, DockerEngine
+from emulator.engine.docker import Container, ContainerPlan, DockerEngine
 from emulator.errors import EnvironmentProblem
-from emulator.instances import (
+from emulator.plan.hosts import (
     ALL_GPUS,
     GIB,
     NANO,
@@ -25,12 +25,12 @@ from emulator.instances import (
     parse_gpus,
     plan_resources,
 )
-from emulator.spec import Host
-from emulator.store import JobStore
+from emulator.request.spec import Host
+from emulator.state.store import JobStore
 from tests.fixtures.inspect import inspecting_sink
 from tests.fixtures.jobs import PROBE, JobRunner, unique_name
 
-EMULATOR = [sys.executable, "-m", "emulator.cli"]
+EMULATOR = [sys.executable, "-m", "emulator"]
 
 
 def one_host(instance_type: str) -> dict[str, Any]:

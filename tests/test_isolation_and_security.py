@@ -19,12 +19,12 @@ import docker
 import pytest
 
 from emulator.errors import RequestInvalid
-from emulator.safety import exposes, sensitive_paths
-from emulator.store import JobStore
+from emulator.plan.safety import exposes, sensitive_paths
+from emulator.state.store import JobStore
 from tests.fixtures.inspect import inspecting_sink
 from tests.fixtures.jobs import PROBE, JobRunner, channel, unique_name
 
-EMULATOR = [sys.executable, "-m", "emulator.cli"]
+EMULATOR = [sys.executable, "-m", "emulator"]
 MakeFiles = Callable[[dict[str, bytes]], Path]
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import botocore.session
 import pytest
 
-from emulator.javaregex import compile_java, to_python
+from emulator.request.javaregex import compile_java, to_python
 
 
 def test_every_pattern_of_the_model_translates_to_python() -> None:

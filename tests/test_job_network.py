@@ -8,7 +8,13 @@ import random
 
 import pytest
 
-from emulator.container import DEFAULT_BRIDGE, SUBNET_POOL, JobNetwork, free_subnet, subnet_prefix
+from emulator.engine.docker import (
+    DEFAULT_BRIDGE,
+    SUBNET_POOL,
+    JobNetwork,
+    free_subnet,
+    subnet_prefix,
+)
 
 
 @pytest.mark.parametrize(("hosts", "prefix"), [(1, 24), (3, 24), (253, 24), (254, 23), (600, 22)])

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from emulator.layout import HostLayout, host_order
-from emulator.spec import Host, JobSpec
-from emulator.validation import parse_request
+from emulator.plan.layout import HostLayout, host_order
+from emulator.request.spec import Host, JobSpec
+from emulator.request.validation import parse_request
 from tests.fixtures.jobs import channel, probe_request
 
 

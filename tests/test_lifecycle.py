@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from emulator.errors import EnvironmentProblem, SourceError
-from emulator.store import JobStore
+from emulator.state.store import JobStore
 from tests.fixtures.jobs import PROBE, JobRunner, channel, unique_name
 
 pytestmark = pytest.mark.docker
 
-EMULATOR = [sys.executable, "-m", "emulator.cli"]
+EMULATOR = [sys.executable, "-m", "emulator"]
 
 
 def probe_env(**env: str) -> dict[str, str]:

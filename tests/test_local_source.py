@@ -19,9 +19,9 @@ from typing import Protocol
 import pytest
 
 from emulator.errors import SourceError
-from emulator.sources import Source, open_source
-from emulator.sources.base import Entry
-from emulator.spec import DataSourceSpec
+from emulator.request.spec import DataSourceSpec
+from emulator.storage import Source, open_source
+from emulator.storage.base import Entry
 from tests.fixtures.s3 import RecordingProgress, S3Server, digests, tree_digests
 
 FILES = {

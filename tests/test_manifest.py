@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from emulator.errors import SourceError
-from emulator.sources import Source, open_source
-from emulator.sources.manifest import AugmentedManifestSource, ManifestSource, parse_manifest
-from emulator.spec import DataSourceSpec
+from emulator.request.spec import DataSourceSpec
+from emulator.storage import Source, open_source
+from emulator.storage.manifest import AugmentedManifestSource, ManifestSource, parse_manifest
 from tests.fixtures.s3 import RecordingProgress, S3Server, digests, tree_digests
 
 

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from emulator.metrics import MetricPoint, MetricsCollector, parse_metric_value
-from emulator.spec import MetricDefinition
+from emulator.observe.metrics import MetricPoint, MetricsCollector, parse_metric_value
+from emulator.request.spec import MetricDefinition
 
 
 def collector(**regexes: str) -> MetricsCollector:

@@ -1,4 +1,4 @@
-"""emulator.channels.mounts: the mount table and FastFile server identification.
+"""emulator.stage.fastfile.mounts: the mount table and FastFile server identification.
 
 No FUSE needed: the mount table is parsed from sample mountinfo text, the servers are plain
 processes whose command line names the FastFile module. The real mounts are covered by
@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from emulator.channels import fastfile, mounts
-from emulator.channels.mounts import (
+from emulator.cleanup.prune import fastfile_server
+from emulator.stage.fastfile import mount as fastfile
+from emulator.stage.fastfile import mounts
+from emulator.stage.fastfile.mounts import (
     FSNAME,
     FSTYPE,
     MountRecord,
@@ -30,7 +32,6 @@ from emulator.channels.mounts import (
     server_pid,
     unmount,
 )
-from emulator.prune import fastfile_server
 
 MOUNTINFO = (
     "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
@@ -44,14 +45,14 @@ MOUNTINFO = (
 def server() -> Iterator[subprocess.Popen[bytes]]:
     """A process whose command line names the FastFile module, as a file system process's."""
     with subprocess.Popen(
-        [sys.executable, "-c", "import sys; sys.stdin.read()", "emulator.channels.fastfile"],
+        [sys.executable, "-c", "import sys; sys.stdin.read()", "emulator.stage.fastfile.mount"],
         stdin=subprocess.PIPE,
     ) as proc:
         try:
             # Until exec completes, /proc/<pid>/cmdline is still the forked pytest's.
             deadline = time.monotonic() + 10
             cmdline = Path(f"/proc/{proc.pid}/cmdline")
-            while b"emulator.channels.fastfile" not in cmdline.read_bytes():
+            while b"emulator.stage.fastfile.mount" not in cmdline.read_bytes():
                 assert time.monotonic() < deadline, "the server process never started"
                 time.sleep(0.01)
             yield proc

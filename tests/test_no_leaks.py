@@ -24,24 +24,24 @@ from typing import Any
 import docker
 import pytest
 
-from emulator.channels.fastfile import (
+from emulator.cleanup.prune import stop_process
+from emulator.engine.docker import LABEL_JOB
+from emulator.request.spec import DataSourceSpec
+from emulator.run.job import run_training_job
+from emulator.stage.fastfile.mount import (
     FSTYPE,
     FastFileMount,
     force_unmount,
     is_mounted,
     read_mounts,
 )
-from emulator.container import LABEL_JOB
-from emulator.job import run_training_job
-from emulator.prune import stop_process
-from emulator.sources.local import LocalSource
-from emulator.spec import DataSourceSpec
-from emulator.store import JobStore
+from emulator.state.store import JobStore
+from emulator.storage.local import LocalSource
 from tests.fixtures.jobs import PROBE, JobRunner, channel
 
 pytestmark = [pytest.mark.docker, pytest.mark.fuse, pytest.mark.timeout(120)]
 
-EMULATOR = [sys.executable, "-m", "emulator.cli"]
+EMULATOR = [sys.executable, "-m", "emulator"]
 MakeFiles = Callable[[dict[str, bytes]], Path]
 HOSTS = ("algo-1", "algo-2")
 

@@ -25,8 +25,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from emulator.container import LABEL_JOB
-from emulator.prune import IMAGE_FILE, OWNER_FILE, WORK_DIR_PREFIX
+from emulator.engine.docker import LABEL_JOB
+from emulator.run.workdir import IMAGE_FILE, OWNER_FILE, WORK_DIR_PREFIX
 from tests.fixtures.jobs import PROBE, channel, probe_request, read_archive, unique_name
 
 SOCKET = Path("/var/run/docker.sock")
@@ -177,7 +177,7 @@ def test_root_owned_files_are_removed_for_a_non_root_user(
     os.chown(request_file, user.uid, user.gid)
 
     result = user.run(
-        "-m", "emulator.cli", "run", "--json", str(request_file), python=interpreter, env=env
+        "-m", "emulator", "run", "--json", str(request_file), python=interpreter, env=env
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
@@ -208,7 +208,7 @@ def test_prune_removes_a_dead_emulators_root_owned_files(
         (work / name).write_text(content)
         os.chown(work / name, user.uid, user.gid)
 
-    result = user.run("-m", "emulator.cli", "prune", python=interpreter, env=env)
+    result = user.run("-m", "emulator", "prune", python=interpreter, env=env)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert not work.exists(), result.stdout + result.stderr

@@ -19,12 +19,12 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from emulator.channels.pipe import SPLICE_MIN, PipeChannel
-from emulator.channels.pipe_items import CHUNK_SIZE, PipeItem, PipeItems, Shard
 from emulator.errors import SourceError
-from emulator.sources import Entry
-from emulator.sources.local import LocalSource
-from emulator.spec import ChannelSpec, DataSourceSpec
+from emulator.request.spec import ChannelSpec, DataSourceSpec
+from emulator.stage.pipe.feeder import SPLICE_MIN, PipeChannel
+from emulator.stage.pipe.items import CHUNK_SIZE, PipeItem, PipeItems, Shard
+from emulator.storage import Entry
+from emulator.storage.local import LocalSource
 from tests.test_recordio import decode, join_multipart
 
 pytestmark = pytest.mark.timeout(30)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from emulator.channels.pipe_items import (
+from emulator.errors import SourceError
+from emulator.stage.pipe.items import (
     CHUNK_SIZE,
     PipeItems,
     Shard,
@@ -20,8 +21,7 @@ from emulator.channels.pipe_items import (
     gunzip,
     iter_lines,
 )
-from emulator.errors import SourceError
-from emulator.sources.local import LocalSource
+from emulator.storage.local import LocalSource
 
 
 def test_without_seed_every_epoch_is_key_order() -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from emulator.channels.pipe_items import epoch_order
+from emulator.stage.pipe.items import epoch_order
 from tests.fixtures.jobs import JobRunner, channel, python_reader_members
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(60)]

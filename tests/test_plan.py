@@ -8,15 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emulator.channels.plan import (
+from emulator.plan.channels import (
     entries_for_host,
     host_order,
     plan_channel,
     plan_data_source,
     shard,
 )
-from emulator.sources.base import Entry
-from emulator.spec import DataSourceSpec, Host
+from emulator.request.spec import DataSourceSpec, Host
+from emulator.storage.base import Entry
 
 
 def entry(name: str, size: int = 1) -> Entry:

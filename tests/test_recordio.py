@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emulator.channels import recordio
-from emulator.channels.recordio import Flag, RecordFramer, RecordLengthError
+from emulator.stage.pipe import recordio
+from emulator.stage.pipe.recordio import Flag, RecordFramer, RecordLengthError
 
 
 def decode(data: bytes) -> list[tuple[int, bytes]]:

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from emulator import records
-from emulator.job import Outcome
-from emulator.records import JobRecord
-from emulator.validation import parse_request
+from emulator.finish import records
+from emulator.finish.records import JobRecord
+from emulator.request.validation import parse_request
+from emulator.run.job import Outcome
 from tests.fixtures.jobs import probe_request
 
 START = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)

@@ -15,14 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from emulator.errors import EmulatorError, RequestInvalid
-from emulator.request_builder import (
+from emulator.request.build import (
     Overrides,
     build_request,
     default_job_name,
     load_request,
     split_pair,
 )
-from emulator.validation import parse_request, validate_request
+from emulator.request.validation import parse_request, validate_request
 from tests.fixtures.jobs import PROBE, channel, probe_request
 
 # CreateTrainingJob's TrainingJobName (botocore service model), length 1-63.

@@ -15,13 +15,13 @@ import docker
 import pytest
 
 from emulator.config import resolve_region
-from emulator.container import LABEL_JOB, ContainerPlan, DockerEngine
+from emulator.engine.docker import LABEL_JOB, ContainerPlan, DockerEngine
 from emulator.errors import EmulatorError, SourceError
-from emulator.job import RunOptions, Supervisor, TrainingJob, _deferred
 from emulator.progress import Progress
-from emulator.sources.local import LocalSource
-from emulator.store import JobStore
-from emulator.validation import parse_request
+from emulator.request.validation import parse_request
+from emulator.run.job import RunOptions, Supervisor, TrainingJob, _deferred
+from emulator.state.store import JobStore
+from emulator.storage.local import LocalSource
 from tests.fixtures.jobs import PROBE, JobRunner, channel, unique_name
 
 pytestmark = pytest.mark.docker

@@ -9,8 +9,8 @@ import time
 
 from click.testing import CliRunner
 
-from emulator.cli import main
-from emulator.job import DEFAULT_STOP_GRACE_SECONDS, RunOptions, _signals_deferred
+from emulator.cli.main import main
+from emulator.run.job import DEFAULT_STOP_GRACE_SECONDS, RunOptions, _signals_deferred
 
 
 def test_the_stop_grace_defaults_to_sagemakers_120_seconds() -> None:

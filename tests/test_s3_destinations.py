@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from emulator.credentials import container_credentials
-from emulator.destinations import check_output_location, publish_artifacts
 from emulator.errors import RequestInvalid, SourceError
-from emulator.spec import JobSpec, ResourceSpec
+from emulator.finish.publish import check_output_location, publish_artifacts
+from emulator.plan.credentials import container_credentials
+from emulator.request.spec import JobSpec, ResourceSpec
 from tests.fixtures.s3 import S3Server, free_port, isolate_aws_environment
 
 pytestmark = pytest.mark.s3

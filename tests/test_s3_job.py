@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from emulator.errors import RequestInvalid, SourceError
-from emulator.store import JobStore
+from emulator.state.store import JobStore
 from tests.fixtures.jobs import PROBE, JobRunner, channel, sha256sums, unique_name
 from tests.fixtures.s3 import S3Server, free_port
 
@@ -31,7 +31,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning"),
 ]
 
-EMULATOR = [sys.executable, "-m", "emulator.cli"]
+EMULATOR = [sys.executable, "-m", "emulator"]
 MANY = 1020  # more than one ListObjectsV2 page
 
 

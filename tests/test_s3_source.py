@@ -14,10 +14,10 @@ import pytest
 
 from emulator.config import S3Settings, configure_s3
 from emulator.errors import SourceError
-from emulator.sources import open_source, open_uri
-from emulator.sources.base import Entry
-from emulator.sources.s3 import MULTIPART_THRESHOLD, S3Source, parse_s3_uri, relative_name
-from emulator.spec import DataSourceSpec
+from emulator.request.spec import DataSourceSpec
+from emulator.storage import open_source, open_uri
+from emulator.storage.base import Entry
+from emulator.storage.s3 import MULTIPART_THRESHOLD, S3Source, parse_s3_uri, relative_name
 from tests.fixtures.s3 import (
     Credentials,
     RecordingProgress,
@@ -336,8 +336,8 @@ def test_configure_s3_is_process_wide_and_inherited_by_children(
     assert (settings.endpoint_url, settings.region) == (moto_server.endpoint_url, "eu-west-1")
     assert names(source(f"s3://{bucket}/c/").entries()) == ["one", "two"]
     code = (
-        "from emulator.sources import open_source\n"
-        "from emulator.spec import DataSourceSpec\n"
+        "from emulator.storage import open_source\n"
+        "from emulator.request.spec import DataSourceSpec\n"
         f"src = open_source(DataSourceSpec('S3Prefix', 's3://{bucket}/c/'))\n"
         "print([(e.relative_path, e.size) for e in src.entries()])\n"
     )

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from emulator.errors import EmulatorError, JobNotFound
-from emulator.metrics import MetricPoint
-from emulator.store import ENV_HOME, JobStore, default_home
+from emulator.observe.metrics import MetricPoint
+from emulator.state.store import ENV_HOME, JobStore, default_home
 
 
 def record(name: str, status: str = "InProgress", **members: Any) -> dict[str, Any]:

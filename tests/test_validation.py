@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from emulator.errors import RequestInvalid
-from emulator.spec import (
+from emulator.request.spec import (
     ChannelSpec,
     CheckpointSpec,
     DataSourceSpec,
@@ -28,7 +28,7 @@ from emulator.spec import (
     MetricDefinition,
     ResourceSpec,
 )
-from emulator.validation import (
+from emulator.request.validation import (
     _check,
     _Node,
     parse_request,

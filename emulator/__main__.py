@@ -1,0 +1,5 @@
+"""``python -m emulator``: the `emulator` command."""
+
+from emulator.cli.main import main
+
+main()

@@ -1,0 +1,694 @@
+"""CheckpointConfig: restored before the job starts, synced back while it runs and at its end.
+
+    check_checkpoint_location(spec)   preflight: the location can be used (nothing exists yet)
+    sync = CheckpointSync(spec.checkpoint, {"algo-1": host_dir, ...}, notice)
+    with sync:
+        sync.restore()   before the containers start: every object under S3Uri is copied into
+                         each host's checkpoint dir (bind-mounted at CheckpointConfig.LocalPath);
+                         an empty or missing prefix restores nothing (a missing bucket is an
+                         error, raised by the preflight check)
+        sync.start()     a watchdog observer watches the hosts' dirs: new, changed and deleted
+                         files are synced DEBOUNCE_SECONDS after the last change (at most
+                         MAX_DELAY_SECONDS after the first one of a burst of writes)
+        ...              the job runs
+        sync.finish()    (or leaving the block) the observer and the sync thread stop; then one
+                         full reconciliation per host: new and changed files are sent, removed
+                         ones deleted; SourceError if something could not be synced
+
+Locations: ``s3://bucket/prefix`` (or an AWS https URL) names a folder: ``s3://b/ckpt`` and
+``s3://b/ckpt/`` both mean the keys ``ckpt/<relative path>`` (unlike a channel's string prefix,
+``ckpt-old/...`` is not restored). A local path or file:// URI is a directory, created when
+first written.
+
+What is synced: regular files only. Symlinks, FIFOs, sockets and devices are skipped with a
+notice: S3 has no such objects, and a symlink the container made names a path in the
+container, which on the host would be the host's own file. Files are opened below the host dir
+one path component at a time with O_NOFOLLOW, so a link swapped in meanwhile is refused too.
+File names that are not UTF-8 cannot be S3 keys: skipped with a notice.
+
+Change detection: a file is sent when its (inode, size, mtime, ctime) differs from what was
+last sent or restored. File times have a granularity (the kernel's clock tick): a file whose
+times were within RACY_SECONDS of the moment it was read may have been written again with the
+same times, so it is sent once more at the next sync (git's "racy clean" rule). A file read
+while it is being written is sent torn (exactly the size seen when it was opened; see
+``FixedSizeReader``); the writes that follow produce events and it is sent again. So the final
+reconciliation leaves the location exactly as the hosts' dirs are.
+
+Multi-host jobs: every host syncs into the same prefix, as SageMaker does (each instance's
+LocalPath is synced to S3Uri; restore gives every host the whole prefix). A name written by
+several hosts holds whichever copy was sent last. A host deletes only the objects it restored
+or sent itself and no longer has: it never deletes what other hosts wrote, and a restored file
+one host deletes is not brought back by hosts that still hold it unchanged.
+
+Loss bound: the final reconciliation runs however the job ends (completed, failed, stopped,
+MaxRuntimeExceeded, interrupted), after the containers have exited. Only when the emulator
+itself is killed are the writes of the last ~MAX_DELAY_SECONDS (plus the upload time) lost.
+During the job a failed sync is reported and retried RETRY_SECONDS later, and at the end.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import shutil
+import stat
+import tempfile
+import threading
+import time
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from emulator.config import S3Settings
+from emulator.errors import SourceError
+from emulator.plan.layout import make_writable
+from emulator.progress import NO_PROGRESS, Progress
+from emulator.request.paths import is_remote
+from emulator.request.spec import CheckpointSpec, JobSpec
+from emulator.storage.base import Entry
+from emulator.storage.local import local_path
+
+DEBOUNCE_SECONDS = 0.5
+MAX_DELAY_SECONDS = 2.0
+RETRY_SECONDS = 5.0
+RACY_SECONDS = 0.1
+JOIN_SECONDS = 30.0
+READ_CHUNK = 1024 * 1024
+# watchdog event types that are not changes: reads (ours included) must not trigger syncs.
+_NOT_CHANGES = frozenset({"opened", "closed_no_write"})
+# watchdog's inotify thread warns when a folder created with its subfolders (mkdir -p) gets its
+# watch twice; harmless, and it must not reach the user's terminal.
+WATCHDOG_DOUBLE_WATCH = r"Callback with id .* already exists for watch"
+warnings.filterwarnings("ignore", message=WATCHDOG_DOUBLE_WATCH, category=RuntimeWarning)
+
+Notice = Callable[[str], None]
+Signature = tuple[int, int, int, int]
+
+
+def _no_notice(message: str) -> None:
+    pass
+
+
+def check_checkpoint_location(spec: JobSpec, settings: S3Settings | None = None) -> None:
+    """Preflight: refuse a CheckpointConfig.S3Uri that cannot be used (missing bucket, denied,
+    unreachable endpoint, a local path that is not a writable directory). ``settings`` reach
+    S3 (None: from the environment)."""
+    if spec.checkpoint is not None:
+        checkpoint_store(spec.checkpoint.uri, settings).check()
+
+
+# -- where checkpoints are kept ---------------------------------------------------------------
+
+
+@dataclass
+class _Snapshot:
+    """A regular file of a host dir, open for reading, as it was when opened."""
+
+    relative: str
+    fd: int
+    size: int
+    signature: Signature
+    racy: bool
+
+
+class CheckpointStore(ABC):
+    """The location of CheckpointConfig.S3Uri; keys are '/'-separated relative paths."""
+
+    uri: str
+
+    @abstractmethod
+    def check(self) -> None:
+        """Raise SourceError when the location cannot be used at all."""
+
+    @abstractmethod
+    def listing(self) -> list[Entry]:
+        """What there is to restore; [] for an empty or missing location."""
+
+    @abstractmethod
+    def fetch(self, entries: list[Entry], dest: Path, progress: Progress) -> None:
+        """Copy ``entries`` into ``dest``/relative_path."""
+
+    @abstractmethod
+    def send(self, files: list[_Snapshot]) -> dict[str, str]:
+        """Write the files; return what failed (relative path -> message)."""
+
+    @abstractmethod
+    def remove(self, relatives: list[str]) -> dict[str, str]:
+        """Delete the names; return what failed (relative path -> message)."""
+
+
+def checkpoint_store(uri: str, settings: S3Settings | None = None) -> CheckpointStore:
+    return S3CheckpointStore(uri, settings) if is_remote(uri) else LocalCheckpointStore(uri)
+
+
+class S3CheckpointStore(CheckpointStore):
+    def __init__(self, uri: str, settings: S3Settings | None = None) -> None:
+        from emulator.storage.s3 import parse_s3_uri
+
+        self.uri = uri
+        self.settings = settings  # None: from the environment
+        location = parse_s3_uri(uri)
+        self.bucket = location.bucket
+        key = location.key
+        self.prefix = key if not key or key.endswith("/") else key + "/"  # a folder
+        self.folder_uri = f"s3://{self.bucket}/{self.prefix}"
+
+    def check(self) -> None:
+        from emulator.storage.s3 import check_bucket
+
+        check_bucket(self.uri, "CheckpointConfig.S3Uri", self.settings)
+
+    def listing(self) -> list[Entry]:
+        from emulator.storage.s3 import list_objects
+
+        return list_objects(self.folder_uri, self.settings)
+
+    def fetch(self, entries: list[Entry], dest: Path, progress: Progress) -> None:
+        from emulator.storage.s3 import S3Source
+
+        S3Source(self.folder_uri, self.settings).download(entries, dest, progress)
+
+    def send(self, files: list[_Snapshot]) -> dict[str, str]:
+        from emulator.storage.s3 import Upload, upload_objects
+
+        uploads = [
+            Upload(self.prefix + f.relative, fixed_size_file(os.dup(f.fd), f.size), f.size)
+            for f in files
+        ]
+        try:
+            failures = upload_objects(self.bucket, uploads, self.settings) if uploads else {}
+        finally:
+            for upload in uploads:
+                if not isinstance(upload.source, Path):
+                    upload.source.close()
+        return {key.removeprefix(self.prefix): str(error) for key, error in failures.items()}
+
+    def remove(self, relatives: list[str]) -> dict[str, str]:
+        from emulator.storage.s3 import delete_objects
+
+        try:
+            failures = delete_objects(
+                self.bucket, [self.prefix + r for r in relatives], self.settings
+            )
+        except SourceError as exc:
+            return dict.fromkeys(relatives, str(exc))
+        return {key.removeprefix(self.prefix): str(error) for key, error in failures.items()}
+
+
+class LocalCheckpointStore(CheckpointStore):
+    """A directory: files are written under a temporary name and renamed into place."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.root = local_path(uri)
+
+    def check(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise SourceError(
+                f"CheckpointConfig.S3Uri {self.uri}: {self.root} is not a directory; name a "
+                "directory (it is created when missing)"
+            )
+        existing = next((p for p in (self.root, *self.root.parents) if p.exists()), None)
+        if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK):
+            raise SourceError(
+                f"CheckpointConfig.S3Uri {self.uri}: {existing} is not a writable directory; "
+                "choose a checkpoint location you can write"
+            )
+
+    def listing(self) -> list[Entry]:
+        if not self.root.is_dir():
+            return []
+        files, _ = scan(self.root)
+        return sorted(
+            Entry(relative, str(self.root / relative), info.st_size)
+            for relative, info in files.items()
+        )
+
+    def fetch(self, entries: list[Entry], dest: Path, progress: Progress) -> None:
+        for entry in entries:
+            target = dest / entry.relative_path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                shutil.copyfile(entry.location, target, follow_symlinks=False)
+            except OSError as exc:
+                raise SourceError(f"{entry.location}: cannot restore it ({exc})") from exc
+            progress.advance(entry.size)
+            progress.object_done()
+
+    def send(self, files: list[_Snapshot]) -> dict[str, str]:
+        failures: dict[str, str] = {}
+        for snapshot in files:
+            try:
+                self._write(snapshot)
+            except OSError as exc:
+                failures[snapshot.relative] = f"{self.root / snapshot.relative}: {exc}"
+        return failures
+
+    def _write(self, snapshot: _Snapshot) -> None:
+        target = self.root / snapshot.relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".checkpoint-")
+        try:
+            with (
+                os.fdopen(handle, "wb") as out,
+                fixed_size_file(os.dup(snapshot.fd), snapshot.size) as reader,
+            ):
+                shutil.copyfileobj(reader, out, READ_CHUNK)
+            os.chmod(temporary, 0o644)
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def remove(self, relatives: list[str]) -> dict[str, str]:
+        failures: dict[str, str] = {}
+        for relative in relatives:
+            target = self.root / relative
+            try:
+                target.unlink(missing_ok=True)
+            except OSError as exc:
+                failures[relative] = f"{target}: {exc}"
+                continue
+            for parent in target.parents:  # folders left empty go too, up to the root
+                if parent == self.root or self.root not in parent.parents:
+                    break
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
+        return failures
+
+
+# -- the hosts' checkpoint dirs ---------------------------------------------------------------
+
+
+def signature(info: os.stat_result) -> Signature:
+    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def scan(root: Path) -> tuple[dict[str, os.stat_result], list[str]]:
+    """Regular files below ``root`` by '/'-separated relative path (symlinks never followed),
+    and the names skipped: symlinks, special files, names that are not UTF-8."""
+    files: dict[str, os.stat_result] = {}
+    skipped: list[str] = []
+    pending = [""]
+    while pending:
+        folder = pending.pop()
+        try:
+            listing = os.scandir(root / folder if folder else root)
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # removed (or replaced) while we looked
+        with listing:
+            for item in listing:
+                relative = f"{folder}/{item.name}" if folder else item.name
+                try:
+                    info = item.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISDIR(info.st_mode):
+                    pending.append(relative)
+                elif stat.S_ISREG(info.st_mode) and _is_utf8(relative):
+                    files[relative] = info
+                else:
+                    skipped.append(relative)
+    return files, sorted(skipped)
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes of the file name, as surrogates
+        return False
+    return True
+
+
+def open_below(root: Path, relative: str) -> _Snapshot | None:
+    """``root``/``relative`` opened for reading if it is a regular file reached without any
+    symlink; None when it is gone, a symlink (anywhere on the way) or not a regular file."""
+    directory_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    parts = relative.split("/")
+    folder = os.open(root, directory_flags)
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, directory_flags, dir_fd=folder)
+            os.close(folder)
+            folder = inner
+        # O_NONBLOCK: a FIFO swapped in must not block the open.
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        fd = os.open(parts[-1], flags, dir_fd=folder)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENXIO):
+            return None
+        raise
+    finally:
+        os.close(folder)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        return None
+    now = time.time_ns()
+    racy = max(info.st_mtime_ns, info.st_ctime_ns) >= now - int(RACY_SECONDS * 1e9)
+    return _Snapshot(relative, fd, info.st_size, signature(info), racy)
+
+
+class FixedSizeReader(io.RawIOBase):
+    """Exactly ``size`` bytes of an open file descriptor (which it owns), whatever happens to
+    the file meanwhile.
+
+    A file that shrinks while it is sent is padded with zero bytes and one that grows is cut at
+    ``size``, so a request body never disagrees with its Content-Length (a short body would
+    leave the request hanging until the read timeout). The object written is then torn: the
+    checkpoint sync, which reads files still being written, sends them again once they changed.
+    Reads are positional (``os.pread``): no shared file offset between threads."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        super().__init__()
+        self._fd = fd
+        self._size = size
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        want = max(0, min(len(view), self._size - self._pos))
+        done = 0
+        while done < want:
+            data = os.pread(self._fd, want - done, self._pos + done)
+            if not data:  # the file shrank: pad
+                view[done:want] = bytes(want - done)
+                break
+            view[done : done + len(data)] = data
+            done += len(data)
+        self._pos += want
+        return want
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+
+def fixed_size_file(fd: int, size: int) -> BinaryIO:
+    """A buffered binary file of exactly ``size`` bytes of ``fd`` (see FixedSizeReader)."""
+    return io.BufferedReader(FixedSizeReader(fd, size), buffer_size=READ_CHUNK)
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """What the location holds of one file of a host dir, as far as this host knows."""
+
+    signature: Signature
+    racy: bool = False
+
+    def differs(self, info: os.stat_result) -> bool:
+        return self.racy or self.signature != signature(info)
+
+
+@dataclass
+class _Host:
+    name: str
+    root: Path
+    sent: dict[str, _Sent] = field(default_factory=dict)
+    reported: set[str] = field(default_factory=set)  # skipped names already reported
+
+
+class _EventHandler(FileSystemEventHandler):
+    """watchdog handler: any change below a host dir marks the host for a sync."""
+
+    def __init__(self, sync: CheckpointSync, host: str) -> None:
+        super().__init__()
+        self._sync = sync
+        self._host = host
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        if event.event_type not in _NOT_CHANGES:
+            self._sync._changed(self._host)
+
+
+class CheckpointSync:
+    """Restore, continuous sync and final reconciliation of the hosts' checkpoint dirs (see
+    the module doc). ``checkpoint=None`` (no CheckpointConfig) makes every method a no-op."""
+
+    def __init__(
+        self,
+        checkpoint: CheckpointSpec | None,
+        host_dirs: Mapping[str, Path] | Path,
+        notice: Notice = _no_notice,
+        progress: Progress = NO_PROGRESS,
+        settings: S3Settings | None = None,
+    ) -> None:
+        dirs = {"algo-1": host_dirs} if isinstance(host_dirs, Path) else dict(host_dirs)
+        self.checkpoint = checkpoint
+        store = checkpoint_store(checkpoint.uri, settings) if checkpoint is not None else None
+        self.store = store
+        self.notice = notice
+        self.progress = progress
+        self._hosts = {name: _Host(name, Path(root)) for name, root in dirs.items()}
+        self._restored = False
+        self._finished = False
+        self._observer: BaseObserver | None = None
+        self._worker: threading.Thread | None = None
+        self._lock = threading.Lock()  # one sync at a time
+        self._wake = threading.Condition()
+        self._dirty: set[str] = set()
+        self._first_change = 0.0
+        self._last_change = 0.0
+        self._retry_at = 0.0
+        self._stopping = False
+
+    def __enter__(self) -> CheckpointSync:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if error is None:
+            self.finish()
+            return
+        try:  # the job broke off: still keep what the hosts wrote, without hiding why
+            self.finish()
+        except SourceError as exc:
+            self.notice(str(exc))
+
+    # -- restore -------------------------------------------------------------------------
+
+    def restore(self) -> None:
+        """Copy everything under the location into every host's dir (before the start)."""
+        if self.store is None:
+            return
+        entries = self.store.listing()
+        hosts = list(self._hosts.values())
+        if entries and hosts:
+            first = hosts[0].root
+            total = sum(entry.size for entry in entries)
+            self.progress.start("checkpoints", total_bytes=total, total_objects=len(entries))
+            try:
+                self.store.fetch(entries, first, self.progress)
+            finally:
+                self.progress.finish()
+            make_writable(first)
+            for host in hosts[1:]:
+                shutil.copytree(first, host.root, symlinks=True, dirs_exist_ok=True)
+                make_writable(host.root)
+            self.notice(
+                f"Restored {len(entries)} checkpoint file(s) ({total} bytes) from {self.store.uri}"
+            )
+        # Nothing writes the dirs until the containers start: what is there is what was fetched.
+        for host in hosts:
+            files, _ = scan(host.root)
+            host.sent = {relative: _Sent(signature(info)) for relative, info in files.items()}
+        self._restored = True
+
+    # -- continuous sync -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Watch the hosts' dirs and sync changes in the background until ``finish``."""
+        if self.store is None or self._worker is not None or self._finished:
+            return
+        self._restored = True  # from here on the dirs are the job's, restored or not
+        self._worker = threading.Thread(target=self._run, name="checkpoint-sync", daemon=True)
+        self._worker.start()
+        self._observer = self._start_observer()
+
+    def _start_observer(self) -> BaseObserver:
+        try:
+            return self._watch(Observer())
+        except OSError as exc:  # e.g. out of inotify watches or instances
+            self.notice(f"checkpoint sync: inotify unavailable ({exc}); polling every second")
+            return self._watch(PollingObserver(timeout=1))
+
+    def _watch(self, observer: BaseObserver) -> BaseObserver:
+        try:
+            for name, host in self._hosts.items():
+                observer.schedule(_EventHandler(self, name), str(host.root), recursive=True)
+            observer.start()
+        except BaseException:
+            _stop_observer(observer)
+            raise
+        return observer
+
+    def _changed(self, host: str) -> None:
+        now = time.monotonic()
+        with self._wake:
+            if not self._dirty:
+                self._first_change = now
+            self._dirty.add(host)
+            self._last_change = now
+            self._wake.notify()
+
+    def _due_in(self) -> float | None:
+        """Seconds until the dirty hosts are due for a sync; None when none is dirty."""
+        if not self._dirty:
+            return None
+        settled = min(self._last_change + DEBOUNCE_SECONDS, self._first_change + MAX_DELAY_SECONDS)
+        return max(settled, self._retry_at) - time.monotonic()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._stopping:
+                    due = self._due_in()
+                    if due is not None and due <= 0:
+                        break
+                    self._wake.wait(due)
+                if self._stopping:
+                    return
+                names, self._dirty = sorted(self._dirty), set()
+            errors = []
+            for name in names:
+                try:
+                    problems = self._sync_host(self._hosts[name])
+                except Exception as exc:  # e.g. no client: this thread must go on regardless
+                    problems = [str(exc) or type(exc).__name__]
+                if problems:
+                    errors += problems
+                    self._changed(name)  # again, after RETRY_SECONDS
+            if errors:
+                with self._wake:
+                    self._retry_at = time.monotonic() + RETRY_SECONDS
+                self.notice(
+                    f"checkpoint sync to {self._uri()}: {_summary(errors)}; retrying in "
+                    f"{RETRY_SECONDS:g} s"
+                )
+
+    # -- the end -------------------------------------------------------------------------
+
+    def finish(self) -> None:
+        """Stop watching, then reconcile every host's dir with the location once more.
+
+        Raises SourceError naming what could not be synced. The threads are stopped however
+        it ends; calling it again does nothing."""
+        if self._finished or self.store is None:
+            return
+        self._finished = True
+        self._stop_threads()
+        if not self._restored:
+            return  # the dirs were never handed to a job
+        errors: list[str] = []
+        for host in self._hosts.values():
+            errors += self._sync_host(host)
+        if errors:
+            raise SourceError(f"checkpoint sync to {self._uri()} failed: {_summary(errors)}")
+
+    def _stop_threads(self) -> None:
+        if self._observer is not None:
+            _stop_observer(self._observer)
+            self._observer = None
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        if self._worker is not None:
+            self._worker.join()  # an upload in flight finishes first
+            self._worker = None
+
+    # -- one host ------------------------------------------------------------------------
+
+    def _sync_host(self, host: _Host) -> list[str]:
+        """Send new and changed files of one host, delete what it removed; return problems."""
+        assert self.store is not None
+        with self._lock:
+            files, skipped = scan(host.root)
+            self._report_skipped(host, skipped)
+            problems: list[str] = []
+            removed = sorted(relative for relative in host.sent if relative not in files)
+            if removed:
+                failures = self.store.remove(removed)
+                problems += failures.values()
+                for relative in removed:
+                    if relative not in failures:
+                        del host.sent[relative]
+            changed = [
+                relative
+                for relative, info in sorted(files.items())
+                if relative not in host.sent or host.sent[relative].differs(info)
+            ]
+            snapshots: list[_Snapshot] = []
+            try:
+                for relative in changed:
+                    try:
+                        snapshot = open_below(host.root, relative)
+                    except OSError as exc:
+                        problems.append(f"{host.root / relative}: cannot read it ({exc})")
+                        continue
+                    if snapshot is not None:  # gone meanwhile: a deletion for the next sync
+                        snapshots.append(snapshot)
+                failures = self.store.send(snapshots) if snapshots else {}
+            finally:
+                for snapshot in snapshots:
+                    os.close(snapshot.fd)
+            problems += failures.values()
+            for snapshot in snapshots:
+                if snapshot.relative not in failures:
+                    host.sent[snapshot.relative] = _Sent(snapshot.signature, snapshot.racy)
+            return problems
+
+    def _report_skipped(self, host: _Host, skipped: list[str]) -> None:
+        new = [name for name in skipped if name not in host.reported]
+        if not new:
+            return
+        host.reported.update(new)
+        names = ", ".join(new[:5]) + (" ..." if len(new) > 5 else "")
+        self.notice(
+            f"{host.name} checkpoints: {len(new)} symlink(s), special file(s) or non-UTF-8 "
+            f"name(s) not synced (only regular files are): {names}"
+        )
+
+    def _uri(self) -> str:
+        return self.store.uri if self.store is not None else ""
+
+
+def _stop_observer(observer: BaseObserver) -> None:
+    observer.stop()
+    if observer.is_alive():
+        observer.join(JOIN_SECONDS)
+
+
+def _summary(problems: list[str]) -> str:
+    shown = "; ".join(problems[:3])
+    return shown + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")

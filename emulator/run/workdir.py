@@ -1,0 +1,120 @@
+"""The job's work dir: the hosts' /opt/ml trees, staged data, FIFOs and mount points.
+
+A work dir records the pid of the emulator that made it (``claim``), so ``emulator prune`` can
+tell a dead job's dir from a live one's, and the job's image, with which root-owned files a
+root training container wrote there are removed (``remove_work_dir``).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from emulator.engine.docker import DockerEngine
+from emulator.errors import EmulatorError
+from emulator.state.store import process_alive
+
+WORK_DIR_PREFIX = "sagemaker-emulator-"
+OWNER_FILE = "owner.pid"
+IMAGE_FILE = "image"  # the job's TrainingImage, for removing root-owned files
+# A work dir without an owner file is a leftover only once it is older than this: its maker
+# may be between creating it and writing the file.
+UNOWNED_GRACE_SECONDS = 60.0
+
+
+def make_work_dir(job: str, root: Path | None = None) -> Path:
+    """A new, claimed work dir for ``job`` under ``root`` (default: the temp dir)."""
+    return Path(tempfile.mkdtemp(prefix=f"{WORK_DIR_PREFIX}{job}-", dir=root))
+
+
+def work_dirs(root: Path | None = None) -> list[Path]:
+    """Every work dir under ``root`` (default: the temp dir), live or not."""
+    base = root or Path(tempfile.gettempdir())
+    return [path for path in sorted(base.glob(f"{WORK_DIR_PREFIX}*")) if path.is_dir()]
+
+
+def orphaned(work_dir: Path) -> bool:
+    """Whether the emulator that made ``work_dir`` is gone."""
+    try:
+        pid = int((work_dir / OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        return time.time() - work_dir.stat().st_mtime > UNOWNED_GRACE_SECONDS
+    return not process_alive(pid)
+
+
+def claim(work_dir: Path, image: str | None = None) -> None:
+    """Mark ``work_dir`` as this process's, for ``prune``; record the job's image, with which
+    ``prune`` removes root-owned files."""
+    if image is not None:
+        (work_dir / IMAGE_FILE).write_text(image)
+    (work_dir / OWNER_FILE).write_text(str(os.getpid()))
+
+
+def remove_work_dir(
+    work_dir: Path,
+    *,
+    image: str | None = None,
+    job: str | None = None,
+    notice: Callable[[str], None] | None = None,
+    engine: DockerEngine | None = None,
+) -> bool:
+    """Remove ``work_dir``; whether it is gone.
+
+    What the user running the emulator cannot delete (root-owned files a root container
+    wrote) is removed by a root container of ``image`` (default: the one ``claim`` recorded)
+    labelled with ``job`` (default: from the dir's name), through ``engine`` (default: a new
+    one), then the removal is retried. What still remains is named in a ``notice`` (default:
+    on stderr) with how to remove it."""
+    image = image or _recorded_image(work_dir)
+    job = job or work_dir.name.removeprefix(WORK_DIR_PREFIX).rpartition("-")[0] or "prune"
+    denied: list[BaseException] = []
+
+    def note(_function: Any, _path: Any, exc_info: Any) -> None:
+        if isinstance(exc_info[1], OSError) and exc_info[1].errno in (errno.EACCES, errno.EPERM):
+            denied.append(exc_info[1])
+
+    shutil.rmtree(work_dir, onerror=note)  # other failures: what remains is checked below
+    if not work_dir.exists():
+        return True
+    if image is not None and (denied or os.geteuid() != 0):
+        _remove_as_root(image, work_dir, job, engine)
+        shutil.rmtree(work_dir, ignore_errors=True)
+        if not work_dir.exists():
+            return True
+    (notice or _to_stderr)(
+        f"Could not remove the work dir {work_dir} (files a root container wrote there are "
+        f"owned by root); remove it with `sudo rm -rf {work_dir}`"
+    )
+    return False
+
+
+def _recorded_image(work_dir: Path) -> str | None:
+    try:
+        return (work_dir / IMAGE_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _remove_as_root(image: str, work_dir: Path, job: str, engine: DockerEngine | None) -> None:
+    try:
+        if engine is not None:
+            engine.remove_as_root(image, work_dir, job)
+            return
+        own = DockerEngine()
+        try:
+            own.remove_as_root(image, work_dir, job)
+        finally:
+            own.close()
+    except EmulatorError:
+        pass  # no engine: the notice says what is left
+
+
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr)

@@ -1,0 +1,212 @@
+"""Job records, metric series and logs, kept under the state directory.
+
+    $EMULATOR_HOME (default $XDG_STATE_HOME/sagemaker-emulator, ~/.local/state/...)
+    ├── jobs.sqlite3            jobs (Describe records) and metrics (every point)
+    └── jobs/<name>/<host>.log  the container output of each host, as it came
+
+SQLite is opened per call (WAL mode), so the CLI's ``describe``/``stop`` of another process
+and the job's own threads can use the store at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from emulator.errors import EmulatorError, JobNotFound
+
+ENV_HOME = "EMULATOR_HOME"
+APP_DIR = "sagemaker-emulator"
+TERMINAL_STATUSES = ("Completed", "Failed", "Stopped")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    name TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    created REAL NOT NULL,
+    pid INTEGER NOT NULL,
+    stop_requested INTEGER NOT NULL DEFAULT 0,
+    record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    job TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value REAL NOT NULL,
+    timestamp REAL NOT NULL,
+    host TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS metrics_by_job ON metrics (job, name, timestamp);
+"""
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    name: str
+    value: float
+    timestamp: float  # seconds since the epoch
+    host: str = "algo-1"
+
+
+def default_home() -> Path:
+    if os.environ.get(ENV_HOME):
+        return Path(os.environ[ENV_HOME]).expanduser()
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / APP_DIR
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class JobStore:
+    def __init__(self, home: Path | None = None) -> None:
+        self.home = home or default_home()
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+            with self._db() as db:
+                db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise EmulatorError(
+                f"Cannot use the state directory {self.home} ({exc}); set {ENV_HOME} to a "
+                "writable directory"
+            ) from exc
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        connection = sqlite3.connect(self.home / "jobs.sqlite3", timeout=30)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            with connection:
+                yield connection
+        finally:
+            connection.close()
+
+    def job_dir(self, name: str) -> Path:
+        return self.home / "jobs" / name
+
+    def log_path(self, name: str, host: str) -> Path:
+        return self.job_dir(name) / f"{host}.log"
+
+    def create(self, record: dict[str, Any], *, replace: bool = False) -> None:
+        """Register a new job; its name must be free (as in SageMaker) unless ``replace``."""
+        name = record["TrainingJobName"]
+        with self._db() as db:
+            # Check and insert in one write transaction: of two emulators starting the same
+            # name at once, one gets it and the other the message below (not IntegrityError).
+            db.execute("BEGIN IMMEDIATE")
+            row = db.execute("SELECT status, pid FROM jobs WHERE name = ?", (name,)).fetchone()
+            if row is not None:
+                status, pid = row
+                running = status not in TERMINAL_STATUSES and process_alive(pid)
+                if running:
+                    raise EmulatorError(
+                        f"Training job {name!r} is already running (pid {pid}); stop it with "
+                        f"`emulator stop {name}` or choose another --job-name"
+                    )
+                if not replace:
+                    raise EmulatorError(
+                        f"Training job {name!r} already exists (status {status}); job names "
+                        "are unique, as in SageMaker: choose another --job-name, or pass "
+                        "--replace to discard the old record"
+                    )
+                db.execute("DELETE FROM jobs WHERE name = ?", (name,))
+                db.execute("DELETE FROM metrics WHERE job = ?", (name,))
+                shutil.rmtree(self.job_dir(name), ignore_errors=True)
+            db.execute(
+                "INSERT INTO jobs (name, status, created, pid, record) VALUES (?, ?, ?, ?, ?)",
+                (name, record["TrainingJobStatus"], time.time(), os.getpid(), json.dumps(record)),
+            )
+        self.job_dir(name).mkdir(parents=True, exist_ok=True)
+
+    def update(self, record: dict[str, Any]) -> None:
+        with self._db() as db:
+            db.execute(
+                "UPDATE jobs SET status = ?, record = ? WHERE name = ?",
+                (record["TrainingJobStatus"], json.dumps(record), record["TrainingJobName"]),
+            )
+
+    def get(self, name: str) -> dict[str, Any]:
+        with self._db() as db:
+            row = db.execute("SELECT record FROM jobs WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise JobNotFound(f"No training job named {name!r}; `emulator list` shows the jobs")
+        record: dict[str, Any] = json.loads(row[0])
+        return record
+
+    def all_jobs(self) -> list[dict[str, Any]]:
+        """Every job's record, newest first."""
+        with self._db() as db:
+            rows = db.execute("SELECT record FROM jobs ORDER BY created DESC").fetchall()
+        return [json.loads(row[0]) for row in rows]
+
+    def running_jobs(self) -> list[tuple[str, int]]:
+        """(name, pid) of jobs not in a terminal status."""
+        placeholders = ",".join("?" * len(TERMINAL_STATUSES))
+        with self._db() as db:
+            rows = db.execute(
+                f"SELECT name, pid FROM jobs WHERE status NOT IN ({placeholders})",
+                TERMINAL_STATUSES,
+            ).fetchall()
+        return [(name, pid) for name, pid in rows]
+
+    def add_metrics(self, job: str, points: Iterable[MetricPoint]) -> None:
+        rows = [(job, p.name, p.value, p.timestamp, p.host) for p in points]
+        if rows:
+            with self._db() as db:
+                db.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?)", rows)
+
+    def metrics(self, job: str) -> list[MetricPoint]:
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT name, value, timestamp, host FROM metrics WHERE job = ? "
+                "ORDER BY timestamp, rowid",
+                (job,),
+            ).fetchall()
+        return [MetricPoint(name, value, stamp, host) for name, value, stamp, host in rows]
+
+    def owner_pid(self, name: str) -> int:
+        """The pid of the emulator process that created (and runs) the job."""
+        with self._db() as db:
+            row = db.execute("SELECT pid FROM jobs WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise JobNotFound(f"No training job named {name!r}; `emulator list` shows the jobs")
+        pid: int = row[0]
+        return pid
+
+    def request_stop(self, name: str) -> None:
+        self.get(name)
+        with self._db() as db:
+            db.execute("UPDATE jobs SET stop_requested = 1 WHERE name = ?", (name,))
+
+    def stop_requested(self, name: str) -> bool:
+        with self._db() as db:
+            row = db.execute("SELECT stop_requested FROM jobs WHERE name = ?", (name,)).fetchone()
+        return bool(row and row[0])
+
+    def mark_dead_jobs_failed(self) -> list[str]:
+        """Jobs whose emulator process died mid-run are recorded Failed; return their names."""
+        dead = [name for name, pid in self.running_jobs() if not process_alive(pid)]
+        for name in dead:
+            record = self.get(name)
+            record["TrainingJobStatus"] = "Failed"
+            record["SecondaryStatus"] = "Failed"
+            record["FailureReason"] = (
+                "InternalServerError: the emulator process running this job ended before the "
+                "job finished (killed?); its leftovers were pruned"
+            )
+            self.update(record)
+        return dead
