@@ -27,18 +27,16 @@ from hypothesis import strategies as st
 
 from emulator.errors import EnvironmentProblem, SourceError
 from emulator.request.spec import DataSourceSpec
+from emulator.stage.fastfile import FastFileMount, check_fuse_available
 from emulator.stage.fastfile.blockcache import BlockCache, ReadHandle
-from emulator.stage.fastfile.mount import (
+from emulator.stage.fastfile.mounts import (
     FSTYPE,
-    FastFileMount,
-    FastFileOperations,
-    build_tree,
-    check_fuse_available,
     find_stale_mounts,
     force_unmount,
     is_mounted,
     read_mounts,
 )
+from emulator.stage.fastfile.server import FastFileOperations, build_tree
 from emulator.storage import open_source
 from emulator.storage.base import Entry
 from emulator.storage.local import LocalSource

@@ -156,7 +156,7 @@ def fastfile_children() -> list[int]:
             cmdline = (proc / "cmdline").read_bytes()
         except (OSError, ValueError, IndexError):
             continue
-        if ppid == os.getpid() and b"emulator.stage.fastfile.mount" in cmdline:
+        if ppid == os.getpid() and b"emulator.stage.fastfile.server" in cmdline:
             found.append(int(proc.name))
     return found
 

@@ -18,6 +18,7 @@ import pytest
 from emulator.cleanup.prune import fastfile_server
 from emulator.stage.fastfile import mount as fastfile
 from emulator.stage.fastfile import mounts
+from emulator.stage.fastfile import server as server_module
 from emulator.stage.fastfile.mounts import (
     FSNAME,
     FSTYPE,
@@ -45,14 +46,14 @@ MOUNTINFO = (
 def server() -> Iterator[subprocess.Popen[bytes]]:
     """A process whose command line names the FastFile module, as a file system process's."""
     with subprocess.Popen(
-        [sys.executable, "-c", "import sys; sys.stdin.read()", "emulator.stage.fastfile.mount"],
+        [sys.executable, "-c", "import sys; sys.stdin.read()", "emulator.stage.fastfile.server"],
         stdin=subprocess.PIPE,
     ) as proc:
         try:
             # Until exec completes, /proc/<pid>/cmdline is still the forked pytest's.
             deadline = time.monotonic() + 10
             cmdline = Path(f"/proc/{proc.pid}/cmdline")
-            while b"emulator.stage.fastfile.mount" not in cmdline.read_bytes():
+            while b"emulator.stage.fastfile.server" not in cmdline.read_bytes():
                 assert time.monotonic() < deadline, "the server process never started"
                 time.sleep(0.01)
             yield proc
@@ -138,6 +139,11 @@ def test_stale_mounts_are_those_without_a_live_server(
     monkeypatch.setattr(mounts, "read_mounts", lambda: records)
     assert find_stale_mounts(Path("/w")) == [Path("/w/dead/deeper"), Path("/w/dead")]
     assert find_stale_mounts(Path("/w/live")) == []
+
+
+def test_server_module_names_the_file_system_process() -> None:
+    # FastFileMount starts `python -m SERVER_MODULE`; prune recognises the process by it.
+    assert mounts.SERVER_MODULE == server_module.__name__ == "emulator.stage.fastfile.server"
 
 
 def test_fastfile_still_exports_the_mount_table_names() -> None:

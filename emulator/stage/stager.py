@@ -25,7 +25,7 @@ from emulator.plan.channels import plan_data_source
 from emulator.plan.layout import CONTAINER_ML, HostLayout, make_writable
 from emulator.progress import Progress
 from emulator.request.spec import ChannelSpec, JobSpec
-from emulator.stage.fastfile.mount import FastFileMount, check_fuse_available
+from emulator.stage.fastfile import FastFileMount, check_fuse_available
 from emulator.stage.pipe.feeder import PipeChannel
 from emulator.stage.pipe.items import PipeItems, Shard
 from emulator.storage import Entry, Source, open_source

@@ -7,8 +7,8 @@ server would hang the caller).
 FastFile mounts are tagged in /proc/self/mountinfo: fstype ``fuse.emulator-fastfile``
 (``FSTYPE``) and source ``emulator-fastfile:<pid>:<label>``, where ``<pid>`` is the file
 system process serving the mount. That process's command line names the module
-``emulator.stage.fastfile.mount`` (``SERVER_MODULE``), which tells it from an unrelated process
-that got the pid after the server died.
+``emulator.stage.fastfile.server`` (``SERVER_MODULE``), which tells it from an unrelated
+process that got the pid after the server died.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ FSNAME = "emulator-fastfile"
 FSTYPE = f"fuse.{FSNAME}"
 MOUNTINFO = Path("/proc/self/mountinfo")
 # Found in the command line of every FastFile file system process.
-SERVER_MODULE = "emulator.stage.fastfile.mount"
+SERVER_MODULE = "emulator.stage.fastfile.server"
 
 
 @dataclass(frozen=True)
