@@ -44,7 +44,7 @@ import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.*
 
-from emulator.run.job import RunOptions, run_training_job
+from emulator import RunOptions, run_training_job
 from tests.fixtures.s3 import S3Server, start_seaweedfs
 
 MiB, GiB = 1024 * 1024, 1024 * 1024 * 1024

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emulator.run.job import RunOptions, run_training_job
+from emulator import RunOptions, run_training_job
 
 IMAGE = "sagemaker-emulator/python:latest"
 MIB = 1024 * 1024

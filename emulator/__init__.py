@@ -4,9 +4,13 @@
 >>> record = emulator.run_training_job(request)   # a CreateTrainingJob request dict
 >>> record["TrainingJobStatus"], record["FinalMetricDataList"]
 
-The heavy parts of the public API (the job runner, validation, the store) are imported on first
-use: processes that need one submodule only, such as the FastFile file system process, do not
-pay for docker, rich and the rest.
+The verbs are those of ``emulator.api``, the CLI's twin: ``run_training_job`` (that is
+``api.run``; ``emulator.run`` is the package that runs jobs, hence the longer name here),
+``validate``, ``describe``, ``list_jobs``, ``stop``, ``prune`` and ``logs``.
+
+The heavy parts (the job runner, validation, the store) are imported on first use: processes
+that need one submodule only, such as the FastFile file system process, do not pay for docker,
+rich and the rest.
 """
 
 from __future__ import annotations
@@ -17,46 +21,67 @@ from typing import TYPE_CHECKING, Any
 from emulator.errors import (
     EmulatorError,
     EnvironmentProblem,
+    JobExists,
     JobNotFound,
     RequestInvalid,
     SourceError,
 )
 
 if TYPE_CHECKING:
+    from emulator.api import describe, list_jobs, logs, prune, stop, validate
+    from emulator.api import run as run_training_job
+    from emulator.config import S3Settings
     from emulator.progress import Progress
+    from emulator.request.spec import JobSpec
     from emulator.request.validation import parse_request, validate_request
-    from emulator.run.job import RunOptions, run_training_job
-    from emulator.state.store import JobStore
+    from emulator.run.options import RunOptions
 
 __all__ = [
     "EmulatorError",
     "EnvironmentProblem",
+    "JobExists",
     "JobNotFound",
-    "JobStore",
+    "JobSpec",
     "Progress",
     "RequestInvalid",
     "RunOptions",
+    "S3Settings",
     "SourceError",
+    "describe",
+    "list_jobs",
+    "logs",
     "parse_request",
+    "prune",
     "run_training_job",
+    "stop",
+    "validate",
     "validate_request",
 ]
 
 _LAZY = {
-    "JobStore": "emulator.state.store",
+    "JobSpec": "emulator.request.spec",
     "Progress": "emulator.progress",
-    "RunOptions": "emulator.run.job",
+    "RunOptions": "emulator.run.options",
+    "S3Settings": "emulator.config",
+    "describe": "emulator.api",
+    "list_jobs": "emulator.api",
+    "logs": "emulator.api",
     "parse_request": "emulator.request.validation",
-    "run_training_job": "emulator.run.job",
+    "prune": "emulator.api",
+    "run_training_job": "emulator.api",
+    "stop": "emulator.api",
+    "validate": "emulator.api",
     "validate_request": "emulator.request.validation",
 }
+
+_RENAMED = {"run_training_job": "run"}
 
 
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(importlib.import_module(module), _RENAMED.get(name, name))
     globals()[name] = value  # later lookups skip this function
     return value
 

@@ -5,7 +5,7 @@ Precedence follows AWS conventions: a CLI flag (``--s3-endpoint-url``, ``--profi
 boto3's config files > the defaults below. A job's settings (``effective_s3_settings``) are
 passed down to every S3 user of the job (sources, Pipe items, the FastFile child through its
 JSON configuration, outputs, checkpoints, --pass-aws-credentials); nothing is written to
-``os.environ``. ``configure_s3`` remains for callers that want values process-wide.
+``os.environ``.
 This module does not import boto3.
 """
 
@@ -14,11 +14,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 from emulator.errors import SourceError
 
 DEFAULT_REGION = "us-east-1"
+
+# The state directory: job records, metric points and log files (state/store.py).
+ENV_HOME = "EMULATOR_HOME"
+APP_DIR = "sagemaker-emulator"
 
 RetryMode = Literal["standard", "adaptive", "legacy"]
 
@@ -123,25 +128,14 @@ def _check_endpoint_url(endpoint_url: str) -> None:
         )
 
 
-def configure_s3(
-    endpoint_url: str | None = None, profile: str | None = None, region: str | None = None
-) -> S3Settings:
-    """Make the given values process-wide (and inherited by child processes).
-
-    Values left ``None`` keep whatever the environment already says. Returns the settings now
-    in force.
-    """
-    if endpoint_url is not None:
-        _check_endpoint_url(endpoint_url)
-        os.environ[ENV_ENDPOINT_URL] = endpoint_url
-        os.environ.pop(ENV_IGNORE_ENDPOINTS, None)
-    if profile is not None:
-        os.environ["AWS_PROFILE"] = profile
-        os.environ.pop("AWS_DEFAULT_PROFILE", None)
-    if region is not None:
-        os.environ["AWS_DEFAULT_REGION"] = region
-        os.environ["AWS_REGION"] = region
-    return S3Settings.from_environ()
+def default_home(environ: Mapping[str, str] | None = None) -> Path:
+    """The state directory: EMULATOR_HOME, else $XDG_STATE_HOME/sagemaker-emulator, else
+    ~/.local/state/sagemaker-emulator."""
+    env = os.environ if environ is None else environ
+    if env.get(ENV_HOME):
+        return Path(env[ENV_HOME]).expanduser()
+    state = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / APP_DIR
 
 
 _RETRY_MODES: dict[str, RetryMode] = {

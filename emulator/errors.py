@@ -4,7 +4,8 @@
     ├── RequestInvalid            the CreateTrainingJob request breaks the API's rules
     ├── EnvironmentProblem        no Docker engine, image not present locally, no FUSE, ...
     ├── SourceError               a channel/checkpoint/output location cannot be read or written
-    └── JobNotFound               describe/stop of a job the state store does not know
+    ├── JobNotFound               describe/stop of a job the state store does not know
+    └── JobExists                 a job of that name exists already (names are unique)
 
 A failed training job is not an error of the tool: it is a result (exit 1 with FailureReason).
 Errors of lower layers (docker, botocore, OS) are translated into these at one boundary each,
@@ -38,3 +39,7 @@ class SourceError(EmulatorError):
 
 class JobNotFound(EmulatorError):
     """No job of that name is in the state store."""
+
+
+class JobExists(EmulatorError):
+    """A job of that name exists (or runs) already; job names are unique, as in SageMaker."""

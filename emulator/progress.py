@@ -1,7 +1,7 @@
 """Progress reporting as a callback object passed down to transfer code.
 
 Transfer code calls these methods and never touches the terminal; the CLI passes a rich-backed
-implementation, the library defaults to ``NullProgress``. Methods may be called from several
+implementation, the library defaults to ``NO_PROGRESS``. Methods may be called from several
 threads at once: implementations must be thread-safe.
 """
 
@@ -24,5 +24,4 @@ class Progress:
         """The transfer ended (successfully or not)."""
 
 
-NullProgress = Progress
 NO_PROGRESS = Progress()

@@ -20,8 +20,10 @@ from emulator.errors import SourceError
 from emulator.plan.credentials import container_credentials
 from emulator.request.spec import DataSourceSpec
 from emulator.request.validation import parse_request
-from emulator.run.job import RunOptions, TrainingJob
-from emulator.stage.fastfile.mount import FastFileMount, _s3_settings_from_json
+from emulator.run.job import TrainingJob
+from emulator.run.options import RunOptions
+from emulator.stage.fastfile import FastFileMount
+from emulator.stage.fastfile.protocol import MountConfig
 from tests.fixtures.jobs import JobRunner, channel, probe_request
 from tests.fixtures.s3 import S3Server
 
@@ -86,12 +88,12 @@ def test_cli_flags_make_settings_without_touching_the_environment(
 def test_fastfile_child_gets_the_settings_in_its_json(tmp_path: Path) -> None:
     settings = S3Settings("http://127.0.0.1:9", "p", "eu-west-1", max_attempts=2)
     spec = DataSourceSpec("S3Prefix", "s3://bucket/data/")
-    config = json.loads(
-        json.dumps(FastFileMount(spec, [], tmp_path, s3_settings=settings)._config())
+    config = MountConfig.decode(
+        FastFileMount(spec, [], tmp_path, s3_settings=settings).config().encode()
     )
-    assert _s3_settings_from_json(config["s3_settings"]) == settings
-    config = json.loads(json.dumps(FastFileMount(spec, [], tmp_path)._config()))
-    assert _s3_settings_from_json(config["s3_settings"]) is None
+    assert config.s3_settings == settings
+    config = MountConfig.decode(FastFileMount(spec, [], tmp_path).config().encode())
+    assert config.s3_settings is None
 
 
 @pytest.mark.s3

@@ -24,10 +24,10 @@ from typing import Any
 import docker
 import pytest
 
+from emulator import run_training_job
 from emulator.cleanup.prune import stop_process
 from emulator.engine.docker import LABEL_JOB
 from emulator.request.spec import DataSourceSpec
-from emulator.run.job import run_training_job
 from emulator.stage.fastfile.mount import (
     FSTYPE,
     FastFileMount,

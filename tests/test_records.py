@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 
 from emulator.finish import records
-from emulator.finish.records import JobRecord
+from emulator.finish.records import JobRecord, Outcome
 from emulator.request.validation import parse_request
-from emulator.run.job import Outcome
 from tests.fixtures.jobs import probe_request
 
 START = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)

@@ -19,7 +19,10 @@ from emulator.engine.docker import LABEL_JOB, ContainerPlan, DockerEngine
 from emulator.errors import EmulatorError, SourceError
 from emulator.progress import Progress
 from emulator.request.validation import parse_request
-from emulator.run.job import RunOptions, Supervisor, TrainingJob, _deferred
+from emulator.run.job import TrainingJob
+from emulator.run.options import RunOptions
+from emulator.run.signals import deferred
+from emulator.run.supervisor import StopCause, Supervisor, outcome
 from emulator.state.store import JobStore
 from emulator.storage.local import LocalSource
 from tests.fixtures.jobs import PROBE, JobRunner, channel, unique_name
@@ -68,7 +71,6 @@ def test_a_host_that_cannot_start_gets_the_started_ones_killed_after_the_grace(
     request = jobs.request(
         ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 2, "VolumeSizeInGB": 1}
     )
-    job = TrainingJob(parse_request(request), jobs.options(stop_grace_seconds=1))
     engine = DockerEngine()
     name = request["TrainingJobName"]
     network = engine.create_network(f"sm-{name}", name, internal=False, hosts=2)
@@ -87,17 +89,22 @@ def test_a_host_that_cannot_start_gets_the_started_ones_killed_after_the_grace(
             )
         )
         outcomes: list[Any] = []
-        supervising = threading.Thread(
-            target=lambda: outcomes.append(job._supervise(containers, [])), daemon=True
-        )
+
+        def supervise() -> None:
+            ending = Supervisor(containers, grace_seconds=1).run(
+                86400, [], stop_requested=lambda: False, on_stop=lambda cause, message: None
+            )
+            outcomes.append(outcome(ending, lambda host, code: "unused", hosts=2))
+
+        supervising = threading.Thread(target=supervise, daemon=True)
         supervising.start()
         supervising.join(30)
         assert outcomes, "the job never ended: the started host was not killed"
-        outcome = outcomes[0]
-        assert outcome.status == "Failed"
-        assert outcome.reason.startswith("AlgorithmError: ")
-        assert "/no/such/entrypoint" in outcome.reason
-        assert outcome.reason.endswith("(host algo-2)")
+        ended = outcomes[0]
+        assert ended.status == "Failed"
+        assert ended.reason.startswith("AlgorithmError: ")
+        assert "/no/such/entrypoint" in ended.reason
+        assert ended.reason.endswith("(host algo-2)")
         assert containers[0].exited() is not None
     finally:
         for container in containers:
@@ -116,13 +123,17 @@ def test_a_second_signal_kills_the_hosts_at_once(jobs: JobRunner) -> None:
         f"{name}-algo-1",
     )
     try:
-        container.start()
         supervisor = Supervisor([container], grace_seconds=300)
-        supervisor.stop_all()
         started = time.monotonic()
-        supervisor.wait_all([signal.SIGINT, signal.SIGINT])
+        ending = supervisor.run(
+            86400,
+            [signal.SIGINT, signal.SIGINT],  # the first asks for a stop, the second kills
+            stop_requested=lambda: False,
+            on_stop=lambda cause, message: None,
+        )
         assert time.monotonic() - started < 30
         assert supervisor.exits["algo-1"].code == 137
+        assert (ending.cause, ending.interrupted) == (StopCause.STOPPED, True)
     finally:
         container.remove()
         engine.remove_network(network.name)
@@ -260,7 +271,7 @@ def test_a_signal_during_a_docker_call_lands_after_it() -> None:
 
     try:
         with pytest.raises(KeyboardInterrupt):
-            _deferred(call)
+            deferred(call)
         assert len(done) == 1
         assert engine.api.version()  # the client is still usable
     finally:

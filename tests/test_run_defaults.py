@@ -10,7 +10,8 @@ import time
 from click.testing import CliRunner
 
 from emulator.cli.main import main
-from emulator.run.job import DEFAULT_STOP_GRACE_SECONDS, RunOptions, _signals_deferred
+from emulator.run.options import DEFAULT_STOP_GRACE_SECONDS, RunOptions
+from emulator.run.signals import signals_deferred
 
 
 def test_the_stop_grace_defaults_to_sagemakers_120_seconds() -> None:
@@ -23,7 +24,7 @@ def test_the_stop_grace_defaults_to_sagemakers_120_seconds() -> None:
 
 def test_signals_during_cleanup_are_held_back_then_reported() -> None:
     before = signal.getsignal(signal.SIGINT)
-    with _signals_deferred() as arrived:
+    with signals_deferred() as arrived:
         os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.05)  # handlers run here: no KeyboardInterrupt

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from emulator.config import ENV_HOME, default_home
 from emulator.errors import EmulatorError, JobNotFound
 from emulator.observe.metrics import MetricPoint
-from emulator.state.store import ENV_HOME, JobStore, default_home
+from emulator.state.store import JobStore
 
 
 def record(name: str, status: str = "InProgress", **members: Any) -> dict[str, Any]:

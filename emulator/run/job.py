@@ -1,134 +1,59 @@
 """The lifecycle of one training job, as SageMaker runs it, with cleanup that always happens.
 
-    preflight  engine answers, image is local, every source lists (errors: nothing is created)
-    Starting   job registered, work dir, /opt/ml tree and config files per host, job network
+    preflight    engine answers, image is local, every source lists (errors: nothing is created)
+    Starting     job registered, work dir, /opt/ml tree and config files per host, job network
     Downloading  channels staged per host by their effective mode; checkpoints restored
-    Training   one container per host; logs streamed to metrics, store and the user's sink;
-               checkpoint dirs synced back while it runs (checkpoints.py)
-    Uploading  checkpoints synced a last time; model.tar.gz / output.tar.gz packed and written,
-               on success, stop AND failure
+    Training     one container per host; logs streamed to metrics, store and the user's sink
+                 (observe/); checkpoint dirs synced back while it runs; the supervisor applies
+                 the completion rule (supervisor.py)
+    Uploading    checkpoints synced a last time; model.tar.gz / output.tar.gz packed and written,
+                 on success, stop AND failure
     Completed | Failed | Stopped (MaxRuntimeExceeded, Stopped)
 
 Every resource is registered on an ExitStack the moment it exists, so containers, the network,
 staged data and the work dir are removed whatever happens: failure, timeout, stop, Ctrl-C. The
 cleanup itself runs with Ctrl-C and SIGTERM deferred (in the main thread), so a second signal
-cannot cut it short and leave something behind; the signal is honoured once it is done.
-Every Docker call runs with those signals deferred too (``_deferred``; the wait loop polls
-them): a KeyboardInterrupt raised inside docker-py could leave its connection pool locked and
-the cleanup would then hang. Interrupts land between Docker calls; downloads stay
-interruptible.
+cannot cut it short and leave something behind; the signal is honoured once it is done. Every
+Docker call runs with those signals deferred too (signals.py).
 
 Preflight refuses, before anything exists: local locations that expose sensitive host paths
-(``safety.py``), instance types with GPUs on an engine without GPU support (unless ``--gpus 0``),
-a missing image or unreadable data.
+(plan/safety.py), instance types with GPUs on an engine without GPU support (unless
+``--gpus 0``), a missing image or unreadable data.
 
 Multi-host jobs: hosts algo-1..algo-N, one container each on the job's private network, each
-resolving every other by name from its first instant (fixed addresses and /etc/hosts entries,
-see ``container.py``). The completion rule:
-
-* the job is Completed when every host has exited 0;
-* when a host exits non-zero, every other host still running gets SIGTERM and, after the grace
-  period, SIGKILL; the job is Failed with the FailureReason of the host that failed FIRST (by
-  the engine's exit time, not by host number), suffixed "(host algo-N)" when there are several
-  hosts; hosts exiting because of that SIGTERM never replace the first failure;
-* a host that cannot start at all (bad entrypoint) fails the job the same way at once: the
-  hosts already started get SIGTERM and, after the same grace period, SIGKILL (a second
-  Ctrl-C/SIGTERM kills them at once);
-* a host whose container is removed from outside the emulator (``docker rm -f``) counts as a
-  host that exited 137, with the FailureReason "ClientError: the container of algo-N was
-  removed from outside the emulator, exit code: 137";
-* MaxRuntimeInSeconds, ``emulator stop`` and Ctrl-C/SIGTERM stop every host (SIGTERM, grace,
-  SIGKILL) and the job is Stopped (MaxRuntimeExceeded or Stopped), whatever the exit codes.
-
-Artifacts of every host are packed in every case (see ``artifacts.py`` for name clashes).
+resolving every other by name from its first instant (fixed addresses and /etc/hosts entries).
+Artifacts of every host are packed in every case (see finish/artifacts.py for name clashes).
 """
 
 from __future__ import annotations
 
-import signal
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from emulator.checkpoints.sync import CheckpointSync, check_checkpoint_location
-from emulator.config import S3Settings, effective_s3_settings, resolve_region
-from emulator.engine.docker import (
-    EXIT_REMOVED,
-    Container,
-    ContainerPlan,
-    DockerEngine,
-    Exit,
-    JobNetwork,
-    Mount,
-    StartFailed,
-)
-from emulator.errors import EmulatorError, JobNotFound
-from emulator.finish import publish as destinations
+from emulator.config import effective_s3_settings, resolve_region
+from emulator.engine.docker import Container, DockerEngine, JobNetwork, Mount
+from emulator.errors import EmulatorError, JobExists, JobNotFound
+from emulator.finish import publish
 from emulator.finish.artifacts import failure_reason
 from emulator.finish.records import JobRecord, Outcome
-from emulator.observe.logs import LogPump
-from emulator.observe.metrics import MetricsCollector
+from emulator.observe.joblogs import JobLogs
+from emulator.plan.containers import container_environment, container_plan
 from emulator.plan.credentials import container_credentials
 from emulator.plan.hosts import HostResources, plan_resources
 from emulator.plan.layout import HostLayout
 from emulator.plan.safety import check_entries, check_locations
-from emulator.progress import NO_PROGRESS, Progress
 from emulator.request.paths import resolve_local_paths
 from emulator.request.spec import JobSpec
 from emulator.request.validation import parse_request
+from emulator.run.options import RunOptions
+from emulator.run.signals import deferred, signals_deferred
+from emulator.run.supervisor import StopCause, Supervisor, outcome
 from emulator.run.workdir import claim, make_work_dir, remove_work_dir
 from emulator.stage.stager import ChannelStager, ResolvedChannel, resolve_channels
 from emulator.state.store import JobStore
-
-DEFAULT_STOP_GRACE_SECONDS = 120.0
-POLL_SECONDS = 0.1
-
-LogSink = Callable[[str, str], None]  # (host, line)
-T = TypeVar("T")
-
-
-def _no_log(host: str, line: str) -> None:
-    pass
-
-
-def _no_notice(message: str) -> None:
-    pass
-
-
-@dataclass
-class RunOptions:
-    """How to run a job; everything has a default suitable for the Python API."""
-
-    home: Path | None = None  # state dir; default: EMULATOR_HOME or the user's state dir
-    base_dir: Path | None = None  # relative local paths of the request resolve here (cwd)
-    replace: bool = False  # discard an earlier finished job of the same name
-    stop_grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS
-    # The job's region (its ARN, the containers' AWS_REGION); default: s3.region, then
-    # config.resolve_region. It is also the S3 client's region when s3 names none.
-    region: str | None = None
-    # How the emulator reaches S3 (endpoint, profile, region, retries: config.S3Settings),
-    # as the CLI's --s3-endpoint-url/--profile/--region; None = from the environment
-    # (AWS_* variables, config files). Passed down to every S3 user of the job (channels,
-    # the FastFile child, outputs, checkpoints, --pass-aws-credentials); os.environ is
-    # never written.
-    s3: S3Settings | None = None
-    work_root: Path | None = None  # where per-job work dirs go; default: the temp dir
-    log_sink: LogSink = field(default=_no_log)
-    notice: Callable[[str], None] = field(default=_no_notice)
-    progress: Progress = field(default=NO_PROGRESS)
-    # GPUs per host: None = as the instance type has (instances.py), 0 = none, -1 = all.
-    gpus: int | None = None
-    # Give each container its instance type's vCPUs and memory as limits (instances.py).
-    apply_instance_limits: bool = False
-    # Let channels, checkpoints and output use sensitive host paths (safety.py).
-    allow_sensitive_paths: bool = False
-    # Give the containers the AWS credentials boto3 resolves; never with network isolation
-    # (credentials.py).
-    pass_aws_credentials: bool = False
 
 
 def run_training_job(
@@ -147,7 +72,18 @@ def run_training_job(
     return TrainingJob(spec, options).run()
 
 
+@dataclass(frozen=True)
+class Staged:
+    """What the Downloading stage leaves for the containers."""
+
+    stager: ChannelStager
+    checkpoints: CheckpointSync
+    mounts: dict[str, list[Mount]]  # per host: the staged channels' mounts
+
+
 class TrainingJob:
+    """One job from its spec to its record: one method per SecondaryStatus."""
+
     def __init__(self, spec: JobSpec, options: RunOptions) -> None:
         self.spec = spec
         self.options = options
@@ -156,13 +92,11 @@ class TrainingJob:
         self.s3 = effective_s3_settings(options.s3, options.region)
         self.store = JobStore(options.home)
         self.record = JobRecord(spec, spec.arn(self.region))
-        self.metrics = MetricsCollector(spec.metric_definitions)
+        self.logs = JobLogs(self.store, spec.name, spec.metric_definitions, options.log_sink)
         self.hosts = spec.resources.hosts()
         self.interrupted = False
         self.resources: dict[str, HostResources] = {}
         self.aws_environment: dict[str, str] = {}  # {} unless pass_aws_credentials
-
-    # -- the lifecycle -----------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
         engine = DockerEngine()
@@ -179,15 +113,15 @@ class TrainingJob:
         try:
             cleanup = ExitStack()
             try:
-                self._transition("Starting", "Preparing the instances for training")
                 self._run_stages(engine, channels, cleanup)
             finally:
-                with _signals_deferred() as deferred:
+                with signals_deferred() as arrived:
                     cleanup.close()
-                if deferred:  # the job ended as it did; the signal still ends the run
+                if arrived:  # the job ended as it did; the signal still ends the run
                     self.interrupted = True
         except KeyboardInterrupt:
-            self._finish_interrupted()
+            self.record.finish(Outcome.stopped("Stopped"), self.logs.final_metric_data_list())
+            self._save()
             raise
         except EmulatorError as exc:
             self.record.fail(f"ClientError: {exc}")
@@ -200,6 +134,8 @@ class TrainingJob:
             raise KeyboardInterrupt
         return self.record.describe()
 
+    # -- before anything exists --------------------------------------------------------------
+
     def _check_name_free(self) -> None:
         """Refuse a name already taken, as ``store.create`` would, before any slow check.
         With --replace the decision (is the old job's process still alive?) is left to
@@ -210,7 +146,7 @@ class TrainingJob:
             existing = self.store.get(self.spec.name)
         except JobNotFound:
             return
-        raise EmulatorError(
+        raise JobExists(
             f"Training job {self.spec.name!r} already exists (status "
             f"{existing.get('TrainingJobStatus')}); job names are unique, as in SageMaker: "
             "choose another --job-name, or pass --replace to discard the old record"
@@ -220,13 +156,13 @@ class TrainingJob:
         """Everything that can be refused before anything exists."""
         if not self.options.allow_sensitive_paths:
             check_locations(self.spec)
-        _deferred(engine.require_image, self.spec.image)
+        deferred(engine.require_image, self.spec.image)
         self.resources = self._host_resources(engine)
         channels = resolve_channels(self.spec, self.s3)
         if not self.options.allow_sensitive_paths:
             for resolved in channels.values():
                 check_entries(resolved.channel.name, resolved.entries)
-        destinations.check_output_location(self.spec, self.s3)
+        publish.check_output_location(self.spec, self.s3)
         check_checkpoint_location(self.spec, self.s3)
         self.aws_environment = container_credentials(
             self.spec, self.options.pass_aws_credentials, self.s3
@@ -239,16 +175,28 @@ class TrainingJob:
             self.hosts,
             gpus=self.options.gpus,
             apply_limits=self.options.apply_instance_limits,
-            gpu_support=lambda: _deferred(engine.gpu_support),
-            engine_cpus=lambda: _deferred(engine.cpu_count),
+            gpu_support=lambda: deferred(engine.gpu_support),
+            engine_cpus=lambda: deferred(engine.cpu_count),
         )
         for note in notes:
             self.options.notice(note)
         return resources
 
+    # -- the stages --------------------------------------------------------------------------
+
     def _run_stages(
         self, engine: DockerEngine, channels: dict[str, ResolvedChannel], cleanup: ExitStack
     ) -> None:
+        work, layouts, network = self._starting(engine, cleanup)
+        staged = self._downloading(channels, work, layouts, cleanup)
+        ended = self._training(engine, layouts, network, staged, cleanup)
+        self._uploading(layouts, staged.checkpoints, ended)
+
+    def _starting(
+        self, engine: DockerEngine, cleanup: ExitStack
+    ) -> tuple[Path, list[HostLayout], JobNetwork]:
+        """The work dir, each host's /opt/ml tree and config files, the job network."""
+        self._transition("Starting", "Preparing the instances for training")
         work = make_work_dir(self.spec.name, self.options.work_root)
         cleanup.callback(
             remove_work_dir,
@@ -262,8 +210,7 @@ class TrainingJob:
         layouts = [HostLayout(work / host.name, host) for host in self.hosts]
         for layout in layouts:
             layout.create(self.spec)
-
-        network = _deferred(
+        network = deferred(
             engine.create_network,
             f"sm-{self.spec.name}-{work.name[-8:]}",
             self.spec.name,
@@ -271,13 +218,22 @@ class TrainingJob:
             hosts=len(self.hosts),
         )
         cleanup.callback(engine.remove_network, network.name)
+        return work, layouts, network
 
+    def _downloading(
+        self,
+        channels: dict[str, ResolvedChannel],
+        work: Path,
+        layouts: list[HostLayout],
+        cleanup: ExitStack,
+    ) -> Staged:
+        """Every channel staged per host by its mode; checkpoints restored."""
         self._transition("Downloading", "Downloading input data")
         stager = ChannelStager(
             self.spec, channels, work, self.options.progress, self.options.notice, self.s3
         )
         cleanup.enter_context(stager)
-        extra_mounts = {layout.host.name: stager.stage(layout) for layout in layouts}
+        mounts = {layout.host.name: stager.stage(layout) for layout in layouts}
         checkpoints = CheckpointSync(
             self.spec.checkpoint,
             {layout.host.name: layout.checkpoint_dir for layout in layouts},
@@ -287,201 +243,109 @@ class TrainingJob:
         )
         cleanup.enter_context(checkpoints)  # synced once more however the job ends
         checkpoints.restore()
+        return Staged(stager, checkpoints, mounts)
 
-        # Log pumps end when their container is removed: join them only after that.
-        pumps: list[LogPump] = []
-        cleanup.callback(_join_all, pumps)
-        containers = []
-        for layout in layouts:
-            plan = self._container_plan(layout, network, extra_mounts[layout.host.name])
-            container = _deferred(
-                engine.create_container, plan, f"{network.name}-{layout.host.name}"
-            )
-            cleanup.callback(container.remove)
-            containers.append(container)
-
-        pumps.extend(self._log_pump(container) for container in containers)
+    def _training(
+        self,
+        engine: DockerEngine,
+        layouts: list[HostLayout],
+        network: JobNetwork,
+        staged: Staged,
+        cleanup: ExitStack,
+    ) -> Outcome:
+        """One container per host, run to the job's end under the completion rule."""
+        # Log readers end when their container is removed: wait for them only after that.
+        cleanup.callback(self.logs.wait)
+        containers = [
+            self._create_container(engine, layout, network, staged.mounts, cleanup)
+            for layout in layouts
+        ]
+        for container in containers:
+            self.logs.follow(container.host, deferred(container.attach))
         self._transition("Training", "Training image download completed. Training in progress.")
         self.record.training_started()
-        stager.start_feeding()
-        checkpoints.start()
-        outcome = self._supervise(containers, layouts)
-        for pump in pumps:
-            pump.join()
-            for problem in pump.errors:
-                self.options.notice(f"Logs of {pump.host}: {problem}")
-        feeding_failures = stager.stop_feeding()
-        if feeding_failures and outcome.status == "Completed":
+        staged.stager.start_feeding()
+        staged.checkpoints.start()
+        ended = self._supervise(containers, layouts)
+        self.logs.wait()
+        for problem in self.logs.problems():
+            self.options.notice(problem)
+        feeding_failures = staged.stager.stop_feeding()
+        if feeding_failures and ended.status == "Completed":
             # The container saw a truncated channel: SageMaker fails such a job on its side.
-            outcome = Outcome.failed(f"ClientError: {'; '.join(feeding_failures)}")
+            ended = Outcome.failed(f"ClientError: {'; '.join(feeding_failures)}")
+        return ended
 
+    def _uploading(
+        self, layouts: list[HostLayout], checkpoints: CheckpointSync, ended: Outcome
+    ) -> None:
+        """Checkpoints synced a last time; the model and output data packed and written."""
         self._transition("Uploading", "Uploading generated training model")
         checkpoints.finish()
-        self.record.model_artifacts = destinations.publish_artifacts(
+        self.record.model_artifacts = publish.publish_artifacts(
             self.spec,
             [layout.model_dir for layout in layouts],
             [layout.output_data_dir for layout in layouts],
             self.options.notice,
             self.s3,
         )
-        self.record.finish(outcome, self.metrics.final_metric_data_list())
+        self.record.finish(ended, self.logs.final_metric_data_list())
 
-    # -- containers ------------------------------------------------------------------------
+    # -- containers --------------------------------------------------------------------------
 
-    def _container_plan(
-        self, layout: HostLayout, network: JobNetwork, extra: list[Mount]
-    ) -> ContainerPlan:
-        spec = self.spec
-        mounts = [Mount(target, source) for target, source in layout.mounts(spec).items()]
-        if spec.entrypoint is None and spec.arguments is None:
-            command: list[str] | None = ["train"]
-        else:
-            command = list(spec.arguments) if spec.arguments is not None else None
-        environment = {
-            **self.aws_environment,
-            **spec.environment,
-            "TRAINING_JOB_NAME": spec.name,
-            "TRAINING_JOB_ARN": spec.arn(self.region),
-            "AWS_REGION": self.region,
-        }
-        names = [host.name for host in self.hosts]
-        resources = self.resources.get(layout.host.name, HostResources())
-        return ContainerPlan(
-            job=spec.name,
-            host=layout.host.name,
-            image=spec.image,
-            network=network.name,
-            entrypoint=list(spec.entrypoint) if spec.entrypoint is not None else None,
-            command=command,
-            environment=environment,
-            mounts=mounts + extra,
-            gpus=resources.gpus,
-            address=network.address(names.index(layout.host.name)),
-            hosts_file=network.hosts_file(names),
-            nano_cpus=resources.limits.nano_cpus,
-            memory_bytes=resources.limits.memory_bytes,
+    def _create_container(
+        self,
+        engine: DockerEngine,
+        layout: HostLayout,
+        network: JobNetwork,
+        mounts: dict[str, list[Mount]],
+        cleanup: ExitStack,
+    ) -> Container:
+        plan = container_plan(
+            self.spec,
+            layout,
+            self.hosts,
+            network,
+            environment=container_environment(self.spec, self.region, self.aws_environment),
+            resources=self.resources.get(layout.host.name, HostResources()),
+            extra_mounts=mounts[layout.host.name],
         )
-
-    def _log_pump(self, container: Container) -> LogPump:
-        host = container.host
-        log_file = self.store.log_path(self.spec.name, host)
-
-        def metrics(line: str) -> None:
-            points = self.metrics.feed(line, host)
-            if points:
-                self.store.add_metrics(self.spec.name, points)
-
-        def sink(line: str) -> None:
-            self.options.log_sink(host, line)
-
-        consumers = {"metrics": metrics, "log output": sink}
-        pump = LogPump(_deferred(container.attach), log_file, consumers, host=host)
-        pump.start()
-        return pump
+        container = deferred(engine.create_container, plan, f"{network.name}-{layout.host.name}")
+        cleanup.callback(container.remove)
+        return container
 
     def _supervise(self, containers: list[Container], layouts: list[HostLayout]) -> Outcome:
-        """Start every host and wait for the job's end: all exit, a failure, the runtime limit,
-        a stop request, or Ctrl-C/SIGTERM.
+        """Start every host and wait for the job's end (supervisor.py).
 
         Signals are deferred for the whole phase and polled by the wait loop: a
         KeyboardInterrupt raised inside a Docker call could leave the client's connection pool
         locked, and the stop that follows would then hang."""
-        supervisor = Supervisor([], self.options.stop_grace_seconds)  # hosts join as started
-        started_at = time.monotonic()
-        with _signals_deferred() as signals:
-            try:
-                for container in containers:
-                    container.start()
-                    supervisor.containers.append(container)
-            except StartFailed as exc:
-                return self._start_failed(exc, containers, supervisor, signals)
-            deadline = started_at + self.spec.max_runtime_seconds
-            return self._wait(supervisor, layouts, deadline, signals)
-
-    def _start_failed(
-        self,
-        exc: StartFailed,
-        containers: list[Container],
-        supervisor: Supervisor,
-        signals: list[int],
-    ) -> Outcome:
-        """A host could not start: the job cannot proceed without it. The hosts already
-        running are stopped as after a failure (SIGTERM, the job's grace period, SIGKILL; a
-        second Ctrl-C/SIGTERM kills at once); those never started are removed."""
-        started = supervisor.containers
-        if started:
-            self.options.notice(
-                f"{containers[len(started)].host} could not start: stopping the other hosts"
+        supervisor = Supervisor(containers, self.options.stop_grace_seconds)
+        with signals_deferred() as signals:
+            ending = supervisor.run(
+                self.spec.max_runtime_seconds,
+                signals,
+                stop_requested=lambda: self.store.stop_requested(self.spec.name),
+                on_stop=self._stopping,
             )
-        supervisor.stop_all()
-        supervisor.wait_all(signals)
-        if signals:
-            self.interrupted = True  # the job failed as it did; the signal still ends the run
-        _remove_never_started(containers, started)
-        reason = f"AlgorithmError: {exc.reason}, exit code: {exc.exit_code}"
-        if len(self.hosts) > 1:
-            reason = f"{reason} (host {containers[len(started)].host})"
-        return Outcome.failed(reason)
+        if ending.interrupted:
+            self.interrupted = True  # the job ended as it did; the signal still ends the run
+        for container in containers:  # never started: their output ends only when removed
+            if container not in supervisor.started:
+                container.remove()
+        failure_files = {layout.host.name: layout.failure_file for layout in layouts}
+        return outcome(
+            ending,
+            lambda host, code: failure_reason(code, failure_files[host]),
+            len(self.hosts),
+        )
 
-    def _wait(
-        self,
-        supervisor: Supervisor,
-        layouts: list[HostLayout],
-        deadline: float,
-        signals: list[int],
-    ) -> Outcome:
-        """Wait for every host to exit, applying the completion rule of the module doc."""
-        by_host = {layout.host.name: layout for layout in layouts}
-        stop_reason: str | None = None
-        next_stop_check = 0.0
-        while not supervisor.all_exited():
-            now = time.monotonic()
-            if signals and not self.interrupted:
-                # Stopped like StopTrainingJob (artifacts still packed); run() re-raises.
-                self.interrupted = True
-                stop_reason = "Stopped"
-                self.options.notice("Interrupted: stopping the job (Ctrl-C again to kill at once)")
-                self._stopping(supervisor)
-            elif len(signals) > 1:
-                supervisor.kill_all()
-            supervisor.poll()
-            failed = supervisor.first_failure()
-            if failed and stop_reason is None:
-                stop_reason = "failure"
-                supervisor.stop_all()
-            if stop_reason is None and now >= deadline:
-                stop_reason = "MaxRuntimeExceeded"
-                self.options.notice(
-                    f"MaxRuntimeInSeconds ({self.spec.max_runtime_seconds}) reached: stopping"
-                )
-                self._stopping(supervisor)
-            if stop_reason is None and now >= next_stop_check:
-                next_stop_check = now + 1.0
-                if self.store.stop_requested(self.spec.name):
-                    stop_reason = "Stopped"
-                    self.options.notice("Stop requested: stopping the job")
-                    self._stopping(supervisor)
-            supervisor.enforce_grace()
-            time.sleep(POLL_SECONDS)
-        failed = supervisor.first_failure()
-        if stop_reason in ("MaxRuntimeExceeded", "Stopped"):
-            return Outcome.stopped(stop_reason)
-        if failed is not None:
-            host, code = failed
-            if supervisor.removed_from_outside(host):
-                removed = f"the container of {host} was removed from outside the emulator"
-                return Outcome.failed(f"ClientError: {removed}, exit code: {code}")
-            reason = failure_reason(code, by_host[host].failure_file)
-            if len(self.hosts) > 1:
-                reason = f"{reason} (host {host})"
-            return Outcome.failed(reason)
-        return Outcome.completed()
+    def _stopping(self, cause: StopCause, message: str) -> None:
+        self.options.notice(message)
+        if cause is not StopCause.FAILURE:
+            self._transition("Stopping", "Stopping the training job")
 
-    def _stopping(self, supervisor: Supervisor) -> None:
-        self._transition("Stopping", "Stopping the training job")
-        supervisor.stop_all()
-
-    # -- records ---------------------------------------------------------------------------
+    # -- records -----------------------------------------------------------------------------
 
     def _transition(self, status: str, message: str) -> None:
         self.record.transition(status, message)
@@ -490,135 +354,3 @@ class TrainingJob:
 
     def _save(self) -> None:
         self.store.update(self.record.describe())
-
-    def _finish_interrupted(self) -> None:
-        self.record.finish(Outcome.stopped("Stopped"), self.metrics.final_metric_data_list())
-        self._save()
-
-
-class Supervisor:
-    """Tracks the hosts' containers: exits, SIGTERM with a grace period, then SIGKILL."""
-
-    def __init__(self, containers: list[Container], grace_seconds: float) -> None:
-        self.containers = containers
-        self.grace_seconds = grace_seconds
-        self.exits: dict[str, Exit] = {}
-        self.kill_at: float | None = None
-
-    @property
-    def exit_codes(self) -> dict[str, int]:
-        return {host: exit.code for host, exit in self.exits.items()}
-
-    def poll(self) -> None:
-        for container in self.containers:
-            if container.host not in self.exits:
-                exited = container.exited()
-                if exited is not None:
-                    self.exits[container.host] = exited
-
-    def removed_from_outside(self, host: str) -> bool:
-        """Whether ``host`` ended because its container was removed from outside (a 137 exit
-        seen before the removal is checked with the engine, see container.py)."""
-        exited = self.exits[host]
-        if exited.removed:
-            return True
-        container = next(c for c in self.containers if c.host == host)
-        return exited.code == EXIT_REMOVED and container.removed_from_outside()
-
-    def all_exited(self) -> bool:
-        self.poll()
-        return len(self.exits) == len(self.containers)
-
-    def first_failure(self) -> tuple[str, int] | None:
-        """The host that exited non-zero first (engine exit time; host order on ties)."""
-        order = [container.host for container in self.containers]
-        failed = [
-            (exit.finished_at, order.index(host), host, exit.code)
-            for host, exit in self.exits.items()
-            if exit.code != 0
-        ]
-        if not failed:
-            return None
-        _, _, host, code = min(failed)
-        return host, code
-
-    def stop_all(self, grace: float | None = None) -> None:
-        grace = self.grace_seconds if grace is None else grace
-        for container in self.containers:
-            if container.host not in self.exits:
-                container.signal("SIGTERM")
-        deadline = time.monotonic() + grace
-        self.kill_at = deadline if self.kill_at is None else min(self.kill_at, deadline)
-
-    def enforce_grace(self) -> None:
-        if self.kill_at is not None and time.monotonic() >= self.kill_at:
-            self.kill_all()
-
-    def kill_all(self) -> None:
-        for container in self.containers:
-            if container.host not in self.exits:
-                container.signal("SIGKILL")
-
-    def wait_all(self, signals: list[int] | None = None) -> None:
-        """Wait for every host to exit, SIGKILLing those left when the grace period ends or
-        when a second signal arrives in ``signals`` (the deferred Ctrl-C/SIGTERM: the first
-        one asks for the stop already under way)."""
-        killed = False
-        while not self.all_exited():
-            if signals is not None and len(signals) > 1 and not killed:
-                killed = True
-                self.kill_all()
-            self.enforce_grace()
-            time.sleep(POLL_SECONDS)
-
-
-def _remove_never_started(containers: list[Container], started: list[Container]) -> None:
-    """Remove the containers that never started now: their output streams (and log pumps)
-    end only when they are removed."""
-    for container in containers:
-        if container not in started:
-            container.remove()
-
-
-def _join_all(pumps: list[LogPump]) -> None:
-    for pump in pumps:
-        pump.join()
-
-
-DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-def _deferred(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a Docker call with Ctrl-C and SIGTERM deferred, then raise KeyboardInterrupt if
-    one arrived meanwhile: the interrupt lands after the call, never inside docker-py."""
-    with _signals_deferred() as arrived:
-        try:
-            result = call(*args, **kwargs)
-        except BaseException as exc:
-            if arrived:
-                raise KeyboardInterrupt from exc
-            raise
-    if arrived:
-        raise KeyboardInterrupt
-    return result
-
-
-@contextmanager
-def _signals_deferred() -> Iterator[list[int]]:
-    """Hold back Ctrl-C (and a SIGTERM handled in Python) while the body runs; yields the
-    list of signals that arrived meanwhile. Outside the main thread this does nothing."""
-    arrived: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield arrived
-        return
-    previous = {}
-    for number in DEFERRED_SIGNALS:
-        handler = signal.getsignal(number)
-        if callable(handler):  # a Python handler (Ctrl-C's, or the CLI's SIGTERM one)
-            previous[number] = handler
-            signal.signal(number, lambda signum, frame: arrived.append(signum))
-    try:
-        yield arrived
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)

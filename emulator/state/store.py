@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emulator.errors import EmulatorError, JobNotFound
+from emulator.config import ENV_HOME, default_home
+from emulator.errors import EmulatorError, JobExists, JobNotFound
 
-ENV_HOME = "EMULATOR_HOME"
-APP_DIR = "sagemaker-emulator"
 TERMINAL_STATUSES = ("Completed", "Failed", "Stopped")
 
 _SCHEMA = """
@@ -53,13 +52,6 @@ class MetricPoint:
     value: float
     timestamp: float  # seconds since the epoch
     host: str = "algo-1"
-
-
-def default_home() -> Path:
-    if os.environ.get(ENV_HOME):
-        return Path(os.environ[ENV_HOME]).expanduser()
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / APP_DIR
 
 
 def process_alive(pid: int) -> bool:
@@ -113,12 +105,12 @@ class JobStore:
                 status, pid = row
                 running = status not in TERMINAL_STATUSES and process_alive(pid)
                 if running:
-                    raise EmulatorError(
+                    raise JobExists(
                         f"Training job {name!r} is already running (pid {pid}); stop it with "
                         f"`emulator stop {name}` or choose another --job-name"
                     )
                 if not replace:
-                    raise EmulatorError(
+                    raise JobExists(
                         f"Training job {name!r} already exists (status {status}); job names "
                         "are unique, as in SageMaker: choose another --job-name, or pass "
                         "--replace to discard the old record"

@@ -1,0 +1,94 @@
+"""The library's verbs. The CLI (and the server) call only these, so whatever `emulator run`
+does, ``emulator.api.run`` does, returning the same DescribeTrainingJob-shaped record.
+
+Every verb takes the state directory as ``home`` (default: ``EMULATOR_HOME`` or the user's state
+dir) and raises the ``EmulatorError`` family for what the user must fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from emulator.cleanup.prune import prune_leftovers
+from emulator.errors import EmulatorError
+from emulator.request.spec import JobSpec
+from emulator.request.validation import validate_request
+from emulator.run.job import run_training_job
+from emulator.run.options import RunOptions
+from emulator.state.store import JobStore, process_alive
+
+RUNNING_STATUSES = ("InProgress", "Stopping")
+
+__all__ = ["describe", "list_jobs", "logs", "prune", "run", "stop", "validate"]
+
+
+def run(request: dict[str, Any] | JobSpec, options: RunOptions | None = None) -> dict[str, Any]:
+    """Run a CreateTrainingJob request to its end; return its DescribeTrainingJob record.
+
+    A job that fails is a result (status Failed, FailureReason); an EmulatorError is raised
+    for what must be fixed first (an invalid request, no engine, a missing image or data).
+    KeyboardInterrupt stops the job, records it Stopped, cleans up and propagates."""
+    return run_training_job(request, options)
+
+
+def validate(request: object) -> list[str]:
+    """Every problem of a CreateTrainingJob request, each ``Path.To.Field: what; fix`` (empty
+    when it is valid). Nothing is run or checked on the machine."""
+    return validate_request(request)
+
+
+def describe(name: str, *, home: Path | None = None) -> dict[str, Any]:
+    """The job's DescribeTrainingJob record (JobNotFound when there is none)."""
+    return JobStore(home).get(name)
+
+
+def list_jobs(*, home: Path | None = None) -> list[dict[str, Any]]:
+    """Every job's record, newest first."""
+    return JobStore(home).all_jobs()
+
+
+def stop(name: str, *, home: Path | None = None) -> None:
+    """Ask a running job to stop, as StopTrainingJob does: its emulator sends SIGTERM, waits
+    the grace period, then SIGKILL, and records it Stopped with its artifacts packed."""
+    store = JobStore(home)
+    status = store.get(name)["TrainingJobStatus"]
+    if status not in RUNNING_STATUSES:
+        raise EmulatorError(f"Training job {name!r} is not running (status {status})")
+    pid = store.owner_pid(name)
+    if not process_alive(pid):  # nothing would ever act on the request
+        raise EmulatorError(
+            f"the emulator process running training job {name!r} (pid {pid}) is gone; "
+            "run `emulator prune` to record the job Failed and remove its leftovers"
+        )
+    store.request_stop(name)
+
+
+def prune(*, home: Path | None = None) -> list[str]:
+    """Remove what dead emulator runs left behind (containers, networks, work dirs, FastFile
+    mounts and their processes) and record their jobs Failed; return what was removed. Live
+    emulators' resources are never touched."""
+    return prune_leftovers(JobStore(home))
+
+
+def logs(name: str, *, host: str | None = None, home: Path | None = None) -> Iterator[str]:
+    """The lines a job's containers wrote, host by host (only ``host`` when given), each
+    prefixed ``[algo-N] `` when the job has several hosts."""
+    store = JobStore(home)
+    store.get(name)  # JobNotFound for a job the store does not know
+    hosts = _hosts_with_logs(store, name)
+    if host is not None and host not in hosts:
+        raise EmulatorError(f"Training job {name!r} has no host {host!r} (it has {hosts})")
+    for current in [host] if host is not None else hosts:
+        path = store.log_path(name, current)
+        prefix = f"[{current}] " if len(hosts) > 1 else ""
+        with open(path, encoding="utf-8", errors="replace", newline="\n") as lines:
+            for line in lines:
+                yield prefix + line.rstrip("\n")
+
+
+def _hosts_with_logs(store: JobStore, name: str) -> list[str]:
+    """The job's hosts in order (algo-2 before algo-10): each has a log file from its start."""
+    found = [path.stem for path in store.job_dir(name).glob("algo-*.log")]
+    return sorted(found, key=lambda host: (len(host), host))

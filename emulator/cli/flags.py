@@ -1,0 +1,141 @@
+"""Reusable click options of the CLI, and the parsers behind them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from emulator.plan.hosts import parse_gpus
+from emulator.request.build import split_pair
+from emulator.run.options import DEFAULT_STOP_GRACE_SECONDS
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def pairs(values: tuple[str, ...], flag: str) -> list[tuple[str, str]]:
+    """``K=V`` flag values as pairs (RequestInvalid naming the flag otherwise)."""
+    return [split_pair(value, flag) for value in values]
+
+
+def _gpus(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_gpus(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).removeprefix(f"--gpus {value!r}: ")) from exc
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not math.isfinite(value):  # FloatRange lets nan and inf through
+        raise click.BadParameter(f"{value} is not a finite number of seconds.")
+    return value
+
+
+def _apply(options: list[Callable[[F], F]], function: F) -> F:
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def request_options(function: F) -> F:
+    """Flags that build a CreateTrainingJob request, or override members of one."""
+    return _apply(
+        [
+            click.option("--image", help="TrainingImage (must be present locally; never pulled)."),
+            click.option(
+                "--entrypoint", multiple=True, help="ContainerEntrypoint item (repeatable)."
+            ),
+            click.option(
+                "--arg", "arguments", multiple=True, help="ContainerArguments item (repeatable)."
+            ),
+            click.option(
+                "--input-mode",
+                type=click.Choice(["File", "Pipe", "FastFile"]),
+                help="TrainingInputMode.",
+            ),
+            click.option(
+                "--channel", multiple=True, metavar="NAME=URI", help="Input channel (repeatable)."
+            ),
+            click.option(
+                "--hyperparameter", multiple=True, metavar="K=V", help="HyperParameters entry."
+            ),
+            click.option(
+                "--env", multiple=True, metavar="K=V", help="Environment entry (repeatable)."
+            ),
+            click.option(
+                "--metric", multiple=True, metavar="NAME=REGEX", help="MetricDefinitions entry."
+            ),
+            click.option("--output", help="S3OutputPath: a local path, file:// or s3:// URI."),
+            click.option("--job-name", help="TrainingJobName (default: <image>-<timestamp>)."),
+            click.option("--max-runtime", type=int, metavar="SECONDS", help="MaxRuntimeInSeconds."),
+            click.option("--instance-type", help="ResourceConfig.InstanceType (ml.* or local)."),
+            click.option("--instance-count", type=int, help="ResourceConfig.InstanceCount."),
+        ],
+        function,
+    )
+
+
+def machine_options(function: F) -> F:
+    """How the job uses this machine: stop grace, GPUs, limits, sensitive paths."""
+    return _apply(
+        [
+            click.option(
+                "--stop-grace",
+                type=click.FloatRange(min=0),
+                callback=_finite,
+                default=DEFAULT_STOP_GRACE_SECONDS,
+                show_default=True,
+                metavar="SECONDS",
+                help="Time between SIGTERM and SIGKILL when the job is stopped.",
+            ),
+            click.option(
+                "--gpus",
+                callback=_gpus,
+                metavar="N|all",
+                help="GPUs per host, replacing the instance type's (0: run without GPUs).",
+            ),
+            click.option(
+                "--apply-instance-limits",
+                is_flag=True,
+                help="Limit each container to its instance type's vCPUs and memory.",
+            ),
+            click.option(
+                "--allow-sensitive-paths",
+                is_flag=True,
+                help=(
+                    "Allow channels, checkpoints and output in ~/.ssh, ~/.aws, /etc, ... "
+                    "(see docs)."
+                ),
+            ),
+        ],
+        function,
+    )
+
+
+def s3_options(function: F) -> F:
+    """How S3 is reached, and whether the containers get AWS credentials."""
+    return _apply(
+        [
+            click.option(
+                "--s3-endpoint-url",
+                metavar="URL",
+                help="S3-compatible server to use instead of AWS (default: AWS_ENDPOINT_URL_S3).",
+            ),
+            click.option("--profile", help="AWS profile for S3 access (default: AWS_PROFILE)."),
+            click.option(
+                "--region", help="AWS region: S3 client, job ARN and the container's AWS_REGION."
+            ),
+            click.option(
+                "--pass-aws-credentials",
+                is_flag=True,
+                help=(
+                    "Give the containers your AWS credentials (never with EnableNetworkIsolation)."
+                ),
+            ),
+        ],
+        function,
+    )

@@ -1,0 +1,58 @@
+"""How to run a job: the options the CLI's flags and the Python API share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from emulator.config import S3Settings
+from emulator.progress import NO_PROGRESS, Progress
+
+DEFAULT_STOP_GRACE_SECONDS = 120.0
+
+LogSink = Callable[[str, str], None]  # (host, line)
+Notice = Callable[[str], None]
+
+
+def no_log(host: str, line: str) -> None:
+    """The default log sink: lines go to the job's log files only."""
+
+
+def no_notice(message: str) -> None:
+    """The default notice sink: the library says nothing."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run a job; everything has a default suitable for the Python API.
+
+    Frozen: a job never changes the options it was given (``dataclasses.replace`` makes a
+    variant)."""
+
+    home: Path | None = None  # state dir; default: EMULATOR_HOME or the user's state dir
+    base_dir: Path | None = None  # relative local paths of the request resolve here (cwd)
+    replace: bool = False  # discard an earlier finished job of the same name
+    stop_grace_seconds: float = DEFAULT_STOP_GRACE_SECONDS
+    # The job's region (its ARN, the containers' AWS_REGION); default: s3.region, then
+    # config.resolve_region. It is also the S3 client's region when s3 names none.
+    region: str | None = None
+    # How the emulator reaches S3 (endpoint, profile, region, retries: config.S3Settings),
+    # as the CLI's --s3-endpoint-url/--profile/--region; None = from the environment
+    # (AWS_* variables, config files). Passed down to every S3 user of the job (channels,
+    # the FastFile child, outputs, checkpoints, --pass-aws-credentials); os.environ is
+    # never written.
+    s3: S3Settings | None = None
+    work_root: Path | None = None  # where per-job work dirs go; default: the temp dir
+    log_sink: LogSink = field(default=no_log)
+    notice: Notice = field(default=no_notice)
+    progress: Progress = field(default=NO_PROGRESS)
+    # GPUs per host: None = as the instance type has (plan/hosts.py), 0 = none, -1 = all.
+    gpus: int | None = None
+    # Give each container its instance type's vCPUs and memory as limits (plan/hosts.py).
+    apply_instance_limits: bool = False
+    # Let channels, checkpoints and output use sensitive host paths (plan/safety.py).
+    allow_sensitive_paths: bool = False
+    # Give the containers the AWS credentials boto3 resolves; never with network isolation
+    # (plan/credentials.py).
+    pass_aws_credentials: bool = False
