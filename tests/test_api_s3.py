@@ -142,7 +142,6 @@ def get(server: S3Server, bucket: str, key: str) -> bytes:
 @pytest.mark.s3
 @pytest.mark.fuse
 @pytest.mark.timeout(120)
-@pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning")
 def test_a_job_reaches_s3_through_run_options_only(
     jobs: JobRunner, moto_server: S3Server, no_aws_environment: S3Settings
 ) -> None:

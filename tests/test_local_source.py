@@ -3,13 +3,17 @@
 In the style of fsspec's abstract tests: each test is written once against a ``Backend``
 (how to store files and open a Source over them) and runs for local paths, file:// URIs,
 moto S3, SeaweedFS S3, and ManifestFiles over local and S3 objects. Prefix resolution (a URI
-is a string prefix of names) is checked on the backends that list prefixes.
+is a string prefix of names) is checked on the backends that list prefixes. The contract of
+a Location (a folder the emulator writes: checkpoints, outputs) runs on the same stores, and
+so does the one classification of URIs (S3, local, refused).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +24,7 @@ import pytest
 
 from emulator.errors import SourceError
 from emulator.request.spec import DataSourceSpec
-from emulator.storage import Source, open_source
+from emulator.storage import Source, Upload, location, open_source, open_uri, uri_kind
 from emulator.storage.base import Entry
 from tests.fixtures.s3 import RecordingProgress, S3Server, digests, tree_digests
 
@@ -235,3 +239,123 @@ def test_nothing_there_is_a_source_error(prefix_backend: Backend) -> None:
     for missing in ("nothing/", "nothing/at/all", "empty/"):
         with pytest.raises(SourceError):
             open_prefix(root + missing).entries()
+
+
+# -- URIs: one classification ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("uri", "kind"),
+    [
+        ("s3://bucket/key", "s3"),
+        ("https://bucket.s3.us-west-2.amazonaws.com/key", "s3"),
+        ("file:///abs/path", "local"),
+        ("/abs/path", "local"),
+        ("relative/path", "local"),
+        ("data:train", "local"),  # a colon is no scheme without '://'
+        ("http://bucket/x", "unsupported"),  # refused by request validation too
+        ("ftp://host/x", "unsupported"),
+        ("S3://bucket/x", "unsupported"),
+    ],
+)
+def test_every_uri_is_s3_local_or_refused(uri: str, kind: str) -> None:
+    assert uri_kind(uri) == kind
+
+
+def test_storage_refuses_unsupported_uris() -> None:
+    for uri in ("http://bucket/x", "ftp://host/x"):
+        with pytest.raises(SourceError, match="unsupported URI scheme"):
+            open_source(DataSourceSpec("S3Prefix", uri))
+        with pytest.raises(SourceError, match="unsupported URI scheme"):
+            open_uri(uri)
+        with pytest.raises(SourceError, match="unsupported URI scheme"):
+            location(uri)
+
+
+# -- every Location -----------------------------------------------------------------------------
+
+
+def read_all(folder_uri: str) -> dict[str, bytes]:
+    folder = location(folder_uri)
+    found = {}
+    for entry in folder.listing():
+        with folder.open(entry) as stream:
+            found[entry.relative_path] = stream.read()
+    return found
+
+
+def test_a_location_writes_lists_reads_and_deletes(prefix_backend: Backend, tmp_path: Path) -> None:
+    store = prefix_backend.store
+    root = store.new_root()
+    folder = location(root + "ckpt")  # a folder, with or without the final '/'
+    folder.check_writable("CheckpointConfig.S3Uri")
+    assert folder.listing() == []  # nothing there yet: not an error
+    source = tmp_path / "one.bin"
+    source.write_bytes(FILES["a/one.bin"])
+    progress = RecordingProgress()
+    uploads = [
+        Upload("a/one.bin", source),
+        Upload("ünïcödé/日本 語.txt", io.BytesIO(FILES["ünïcödé/日本 語.txt"])),
+        Upload("a/deeper/zero", io.BytesIO(b""), 0),
+    ]
+    assert folder.upload(uploads, progress) == {}
+    assert progress.objects == 3
+    assert source.read_bytes() == FILES["a/one.bin"]  # not movable: left in place
+    store.put(root, {"ckpt-old/x": b"a sibling with the same string prefix"})
+    expected = {name: FILES[name] for name in ("a/one.bin", "a/deeper/zero", "ünïcödé/日本 語.txt")}
+    assert read_all(root + "ckpt/") == expected
+    entries = {e.relative_path: e for e in folder.listing()}
+    assert folder.read_range(entries["a/one.bin"], 10, 20) == FILES["a/one.bin"][10:30]
+    folder.download(list(entries.values()), tmp_path / "restored", progress)
+    assert tree_digests(tmp_path / "restored") == digests(expected)
+    assert folder.delete(["a/one.bin", "never-written"]) == {}
+    assert sorted(read_all(root + "ckpt")) == ["a/deeper/zero", "ünïcödé/日本 語.txt"]
+    assert folder.uri_of("model.tar.gz").endswith("/ckpt/model.tar.gz")
+    assert folder.uri_of("model/").endswith("/ckpt/model/")
+
+
+def test_replace_folder_leaves_exactly_the_new_objects(prefix_backend: Backend) -> None:
+    root = prefix_backend.store.new_root()
+    folder = location(root + "out")
+    before = {"model/stale.bin": b"old", "model/keep.bin": b"old", "output.tar.gz": b"o"}
+    assert folder.upload([Upload(k, io.BytesIO(v)) for k, v in before.items()]) == {}
+    new = {"keep.bin": b"new", "nested/n.bin": b"n"}
+    assert folder.replace_folder("model", [Upload(k, io.BytesIO(v)) for k, v in new.items()]) == {}
+    assert read_all(root + "out") == {
+        "model/keep.bin": b"new",
+        "model/nested/n.bin": b"n",
+        "output.tar.gz": b"o",
+    }
+
+
+def test_a_local_location_keeps_symlinks_moves_what_it_is_given_and_reports_failures(
+    tmp_path: Path,
+) -> None:
+    folder = location(str(tmp_path / "out"))
+    assert folder.holds_symlinks
+    scratch = folder.scratch_dir()
+    assert scratch == tmp_path / "out" and scratch.is_dir()
+    packed = scratch / "packed"
+    packed.write_bytes(b"archive")
+    link = tmp_path / "link"
+    link.symlink_to("/opt/ml/model/elsewhere")  # names a path in the container
+    uploads = [Upload("model.tar.gz", packed, movable=True), Upload("latest", link)]
+    assert folder.upload(uploads) == {}
+    assert not packed.exists()  # renamed into place, not copied
+    assert (tmp_path / "out" / "model.tar.gz").read_bytes() == b"archive"
+    assert os.readlink(tmp_path / "out" / "latest") == "/opt/ml/model/elsewhere"
+    assert [e.relative_path for e in folder.listing()] == ["model.tar.gz"]  # regular files only
+    (tmp_path / "out" / "model").write_text("a file where a folder goes")
+    failures = folder.upload([Upload("model/x", io.BytesIO(b"x"))])
+    assert list(failures) == ["model/x"] and isinstance(failures["model/x"], SourceError)
+    assert [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_local_location_that_cannot_be_written_is_refused(tmp_path: Path) -> None:
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    with pytest.raises(SourceError, match=r"OutputDataConfig.S3OutputPath .* is not a directory"):
+        location(str(afile)).check_writable("OutputDataConfig.S3OutputPath")
+    with pytest.raises(SourceError, match="is not a writable directory"):
+        location(str(afile / "below")).check_writable("OutputDataConfig.S3OutputPath")
+    location(str(tmp_path / "new" / "dir")).check_writable("X")  # created when written

@@ -24,12 +24,7 @@ from emulator.state.store import JobStore
 from tests.fixtures.jobs import PROBE, JobRunner, channel, sha256sums, unique_name
 from tests.fixtures.s3 import S3Server, free_port
 
-pytestmark = [
-    pytest.mark.docker,
-    pytest.mark.s3,
-    # From watchdog's own thread (see emulator/checkpoints.py); warnings are process-wide.
-    pytest.mark.filterwarnings("ignore:Callback with id:RuntimeWarning"),
-]
+pytestmark = [pytest.mark.docker, pytest.mark.s3]
 
 EMULATOR = [sys.executable, "-m", "emulator"]
 MANY = 1020  # more than one ListObjectsV2 page

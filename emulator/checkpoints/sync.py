@@ -15,16 +15,17 @@
                          full reconciliation per host: new and changed files are sent, removed
                          ones deleted; SourceError if something could not be synced
 
-Locations: ``s3://bucket/prefix`` (or an AWS https URL) names a folder: ``s3://b/ckpt`` and
-``s3://b/ckpt/`` both mean the keys ``ckpt/<relative path>`` (unlike a channel's string prefix,
-``ckpt-old/...`` is not restored). A local path or file:// URI is a directory, created when
-first written.
+Locations (``emulator.storage.location``): ``s3://bucket/prefix`` (or an AWS https URL) names
+a folder: ``s3://b/ckpt`` and ``s3://b/ckpt/`` both mean the keys ``ckpt/<relative path>``
+(unlike a channel's string prefix, ``ckpt-old/...`` is not restored). A local path or file://
+URI is a directory, created when first written.
 
 What is synced: regular files only. Symlinks, FIFOs, sockets and devices are skipped with a
 notice: S3 has no such objects, and a symlink the container made names a path in the
 container, which on the host would be the host's own file. Files are opened below the host dir
 one path component at a time with O_NOFOLLOW, so a link swapped in meanwhile is refused too.
-File names that are not UTF-8 cannot be S3 keys: skipped with a notice.
+File names that are not UTF-8 cannot be S3 keys: skipped with a notice. (How the dirs are read:
+``emulator.checkpoints.files``.)
 
 Change detection: a file is sent when its (inode, size, mtime, ctime) differs from what was
 last sent or restored. File times have a granularity (the kernel's clock tick): a file whose
@@ -48,51 +49,47 @@ During the job a failed sync is reported and retried RETRY_SECONDS later, and at
 
 from __future__ import annotations
 
-import errno
-import io
 import os
 import shutil
-import stat
-import tempfile
 import threading
 import time
 import warnings
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
+from emulator.checkpoints.files import (
+    Signature,
+    Snapshot,
+    fixed_size_file,
+    open_below,
+    scan,
+    signature,
+)
 from emulator.config import S3Settings
 from emulator.errors import SourceError
 from emulator.plan.layout import make_writable
 from emulator.progress import NO_PROGRESS, Progress
-from emulator.request.paths import is_remote
 from emulator.request.spec import CheckpointSpec, JobSpec
-from emulator.storage.base import Entry
-from emulator.storage.local import local_path
+from emulator.storage import Location, Upload, location
 
 DEBOUNCE_SECONDS = 0.5
 MAX_DELAY_SECONDS = 2.0
 RETRY_SECONDS = 5.0
-RACY_SECONDS = 0.1
 JOIN_SECONDS = 30.0
-READ_CHUNK = 1024 * 1024
 # watchdog event types that are not changes: reads (ours included) must not trigger syncs.
 _NOT_CHANGES = frozenset({"opened", "closed_no_write"})
-# watchdog's inotify thread warns when a folder created with its subfolders (mkdir -p) gets its
-# watch twice; harmless, and it must not reach the user's terminal.
+# What watchdog's inotify thread warns when it adds a watch it already holds (a folder made
+# with its subfolders, or moved within the watched tree): see ``_quiet_watchdog``.
 WATCHDOG_DOUBLE_WATCH = r"Callback with id .* already exists for watch"
-warnings.filterwarnings("ignore", message=WATCHDOG_DOUBLE_WATCH, category=RuntimeWarning)
 
 Notice = Callable[[str], None]
-Signature = tuple[int, int, int, int]
 
 
 def _no_notice(message: str) -> None:
@@ -104,316 +101,20 @@ def check_checkpoint_location(spec: JobSpec, settings: S3Settings | None = None)
     unreachable endpoint, a local path that is not a writable directory). ``settings`` reach
     S3 (None: from the environment)."""
     if spec.checkpoint is not None:
-        checkpoint_store(spec.checkpoint.uri, settings).check()
+        location(spec.checkpoint.uri, settings).check_writable("CheckpointConfig.S3Uri")
 
 
-# -- where checkpoints are kept ---------------------------------------------------------------
+def _quiet_watchdog() -> None:
+    """Ignore watchdog's double-watch warning (harmless: the callback is replaced by itself).
 
-
-@dataclass
-class _Snapshot:
-    """A regular file of a host dir, open for reading, as it was when opened."""
-
-    relative: str
-    fd: int
-    size: int
-    signature: Signature
-    racy: bool
-
-
-class CheckpointStore(ABC):
-    """The location of CheckpointConfig.S3Uri; keys are '/'-separated relative paths."""
-
-    uri: str
-
-    @abstractmethod
-    def check(self) -> None:
-        """Raise SourceError when the location cannot be used at all."""
-
-    @abstractmethod
-    def listing(self) -> list[Entry]:
-        """What there is to restore; [] for an empty or missing location."""
-
-    @abstractmethod
-    def fetch(self, entries: list[Entry], dest: Path, progress: Progress) -> None:
-        """Copy ``entries`` into ``dest``/relative_path."""
-
-    @abstractmethod
-    def send(self, files: list[_Snapshot]) -> dict[str, str]:
-        """Write the files; return what failed (relative path -> message)."""
-
-    @abstractmethod
-    def remove(self, relatives: list[str]) -> dict[str, str]:
-        """Delete the names; return what failed (relative path -> message)."""
-
-
-def checkpoint_store(uri: str, settings: S3Settings | None = None) -> CheckpointStore:
-    return S3CheckpointStore(uri, settings) if is_remote(uri) else LocalCheckpointStore(uri)
-
-
-class S3CheckpointStore(CheckpointStore):
-    def __init__(self, uri: str, settings: S3Settings | None = None) -> None:
-        from emulator.storage.s3 import parse_s3_uri
-
-        self.uri = uri
-        self.settings = settings  # None: from the environment
-        location = parse_s3_uri(uri)
-        self.bucket = location.bucket
-        key = location.key
-        self.prefix = key if not key or key.endswith("/") else key + "/"  # a folder
-        self.folder_uri = f"s3://{self.bucket}/{self.prefix}"
-
-    def check(self) -> None:
-        from emulator.storage.s3 import check_bucket
-
-        check_bucket(self.uri, "CheckpointConfig.S3Uri", self.settings)
-
-    def listing(self) -> list[Entry]:
-        from emulator.storage.s3 import list_objects
-
-        return list_objects(self.folder_uri, self.settings)
-
-    def fetch(self, entries: list[Entry], dest: Path, progress: Progress) -> None:
-        from emulator.storage.s3 import S3Source
-
-        S3Source(self.folder_uri, self.settings).download(entries, dest, progress)
-
-    def send(self, files: list[_Snapshot]) -> dict[str, str]:
-        from emulator.storage.s3 import Upload, upload_objects
-
-        uploads = [
-            Upload(self.prefix + f.relative, fixed_size_file(os.dup(f.fd), f.size), f.size)
-            for f in files
-        ]
-        try:
-            failures = upload_objects(self.bucket, uploads, self.settings) if uploads else {}
-        finally:
-            for upload in uploads:
-                if not isinstance(upload.source, Path):
-                    upload.source.close()
-        return {key.removeprefix(self.prefix): str(error) for key, error in failures.items()}
-
-    def remove(self, relatives: list[str]) -> dict[str, str]:
-        from emulator.storage.s3 import delete_objects
-
-        try:
-            failures = delete_objects(
-                self.bucket, [self.prefix + r for r in relatives], self.settings
-            )
-        except SourceError as exc:
-            return dict.fromkeys(relatives, str(exc))
-        return {key.removeprefix(self.prefix): str(error) for key, error in failures.items()}
-
-
-class LocalCheckpointStore(CheckpointStore):
-    """A directory: files are written under a temporary name and renamed into place."""
-
-    def __init__(self, uri: str) -> None:
-        self.uri = uri
-        self.root = local_path(uri)
-
-    def check(self) -> None:
-        if self.root.exists() and not self.root.is_dir():
-            raise SourceError(
-                f"CheckpointConfig.S3Uri {self.uri}: {self.root} is not a directory; name a "
-                "directory (it is created when missing)"
-            )
-        existing = next((p for p in (self.root, *self.root.parents) if p.exists()), None)
-        if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK):
-            raise SourceError(
-                f"CheckpointConfig.S3Uri {self.uri}: {existing} is not a writable directory; "
-                "choose a checkpoint location you can write"
-            )
-
-    def listing(self) -> list[Entry]:
-        if not self.root.is_dir():
-            return []
-        files, _ = scan(self.root)
-        return sorted(
-            Entry(relative, str(self.root / relative), info.st_size)
-            for relative, info in files.items()
-        )
-
-    def fetch(self, entries: list[Entry], dest: Path, progress: Progress) -> None:
-        for entry in entries:
-            target = dest / entry.relative_path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                shutil.copyfile(entry.location, target, follow_symlinks=False)
-            except OSError as exc:
-                raise SourceError(f"{entry.location}: cannot restore it ({exc})") from exc
-            progress.advance(entry.size)
-            progress.object_done()
-
-    def send(self, files: list[_Snapshot]) -> dict[str, str]:
-        failures: dict[str, str] = {}
-        for snapshot in files:
-            try:
-                self._write(snapshot)
-            except OSError as exc:
-                failures[snapshot.relative] = f"{self.root / snapshot.relative}: {exc}"
-        return failures
-
-    def _write(self, snapshot: _Snapshot) -> None:
-        target = self.root / snapshot.relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".checkpoint-")
-        try:
-            with (
-                os.fdopen(handle, "wb") as out,
-                fixed_size_file(os.dup(snapshot.fd), snapshot.size) as reader,
-            ):
-                shutil.copyfileobj(reader, out, READ_CHUNK)
-            os.chmod(temporary, 0o644)
-            os.replace(temporary, target)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-
-    def remove(self, relatives: list[str]) -> dict[str, str]:
-        failures: dict[str, str] = {}
-        for relative in relatives:
-            target = self.root / relative
-            try:
-                target.unlink(missing_ok=True)
-            except OSError as exc:
-                failures[relative] = f"{target}: {exc}"
-                continue
-            for parent in target.parents:  # folders left empty go too, up to the root
-                if parent == self.root or self.root not in parent.parents:
-                    break
-                try:
-                    parent.rmdir()
-                except OSError:
-                    break
-        return failures
-
-
-# -- the hosts' checkpoint dirs ---------------------------------------------------------------
-
-
-def signature(info: os.stat_result) -> Signature:
-    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
-
-
-def scan(root: Path) -> tuple[dict[str, os.stat_result], list[str]]:
-    """Regular files below ``root`` by '/'-separated relative path (symlinks never followed),
-    and the names skipped: symlinks, special files, names that are not UTF-8."""
-    files: dict[str, os.stat_result] = {}
-    skipped: list[str] = []
-    pending = [""]
-    while pending:
-        folder = pending.pop()
-        try:
-            listing = os.scandir(root / folder if folder else root)
-        except (FileNotFoundError, NotADirectoryError):
-            continue  # removed (or replaced) while we looked
-        with listing:
-            for item in listing:
-                relative = f"{folder}/{item.name}" if folder else item.name
-                try:
-                    info = item.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if stat.S_ISDIR(info.st_mode):
-                    pending.append(relative)
-                elif stat.S_ISREG(info.st_mode) and _is_utf8(relative):
-                    files[relative] = info
-                else:
-                    skipped.append(relative)
-    return files, sorted(skipped)
-
-
-def _is_utf8(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:  # undecodable bytes of the file name, as surrogates
-        return False
-    return True
-
-
-def open_below(root: Path, relative: str) -> _Snapshot | None:
-    """``root``/``relative`` opened for reading if it is a regular file reached without any
-    symlink; None when it is gone, a symlink (anywhere on the way) or not a regular file."""
-    directory_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    parts = relative.split("/")
-    folder = os.open(root, directory_flags)
-    try:
-        for part in parts[:-1]:
-            inner = os.open(part, directory_flags, dir_fd=folder)
-            os.close(folder)
-            folder = inner
-        # O_NONBLOCK: a FIFO swapped in must not block the open.
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        fd = os.open(parts[-1], flags, dir_fd=folder)
-    except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.ENXIO):
-            return None
-        raise
-    finally:
-        os.close(folder)
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        return None
-    now = time.time_ns()
-    racy = max(info.st_mtime_ns, info.st_ctime_ns) >= now - int(RACY_SECONDS * 1e9)
-    return _Snapshot(relative, fd, info.st_size, signature(info), racy)
-
-
-class FixedSizeReader(io.RawIOBase):
-    """Exactly ``size`` bytes of an open file descriptor (which it owns), whatever happens to
-    the file meanwhile.
-
-    A file that shrinks while it is sent is padded with zero bytes and one that grows is cut at
-    ``size``, so a request body never disagrees with its Content-Length (a short body would
-    leave the request hanging until the read timeout). The object written is then torn: the
-    checkpoint sync, which reads files still being written, sends them again once they changed.
-    Reads are positional (``os.pread``): no shared file offset between threads."""
-
-    def __init__(self, fd: int, size: int) -> None:
-        super().__init__()
-        self._fd = fd
-        self._size = size
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        want = max(0, min(len(view), self._size - self._pos))
-        done = 0
-        while done < want:
-            data = os.pread(self._fd, want - done, self._pos + done)
-            if not data:  # the file shrank: pad
-                view[done:want] = bytes(want - done)
-                break
-            view[done : done + len(data)] = data
-            done += len(data)
-        self._pos += want
-        return want
-
-    def close(self) -> None:
-        if not self.closed:
-            os.close(self._fd)
-        super().close()
-
-
-def fixed_size_file(fd: int, size: int) -> BinaryIO:
-    """A buffered binary file of exactly ``size`` bytes of ``fd`` (see FixedSizeReader)."""
-    return io.BufferedReader(FixedSizeReader(fd, size), buffer_size=READ_CHUNK)
+    It is raised on watchdog's own inotify thread, which no ``catch_warnings`` reaches; left
+    alone it reaches the user's terminal, and under an "error" warnings filter it stops the
+    thread that reports every inotify event of the process. So the filter is installed when
+    a watch starts (idempotent: an equal filter is replaced) and names only that message from
+    watchdog's modules."""
+    warnings.filterwarnings(
+        "ignore", message=WATCHDOG_DOUBLE_WATCH, category=RuntimeWarning, module=r"watchdog\."
+    )
 
 
 @dataclass(frozen=True)
@@ -462,8 +163,9 @@ class CheckpointSync:
     ) -> None:
         dirs = {"algo-1": host_dirs} if isinstance(host_dirs, Path) else dict(host_dirs)
         self.checkpoint = checkpoint
-        store = checkpoint_store(checkpoint.uri, settings) if checkpoint is not None else None
-        self.store = store
+        self.store: Location | None = (
+            location(checkpoint.uri, settings) if checkpoint is not None else None
+        )
         self.notice = notice
         self.progress = progress
         self._hosts = {name: _Host(name, Path(root)) for name, root in dirs.items()}
@@ -509,7 +211,7 @@ class CheckpointSync:
             total = sum(entry.size for entry in entries)
             self.progress.start("checkpoints", total_bytes=total, total_objects=len(entries))
             try:
-                self.store.fetch(entries, first, self.progress)
+                self.store.download(entries, first, self.progress)
             finally:
                 self.progress.finish()
             make_writable(first)
@@ -537,6 +239,7 @@ class CheckpointSync:
         self._observer = self._start_observer()
 
     def _start_observer(self) -> BaseObserver:
+        _quiet_watchdog()
         try:
             return self._watch(Observer())
         except OSError as exc:  # e.g. out of inotify watches or instances
@@ -638,8 +341,8 @@ class CheckpointSync:
             problems: list[str] = []
             removed = sorted(relative for relative in host.sent if relative not in files)
             if removed:
-                failures = self.store.remove(removed)
-                problems += failures.values()
+                failures = self.store.delete(removed)
+                problems += map(str, failures.values())
                 for relative in removed:
                     if relative not in failures:
                         del host.sent[relative]
@@ -648,7 +351,7 @@ class CheckpointSync:
                 for relative, info in sorted(files.items())
                 if relative not in host.sent or host.sent[relative].differs(info)
             ]
-            snapshots: list[_Snapshot] = []
+            snapshots: list[Snapshot] = []
             try:
                 for relative in changed:
                     try:
@@ -658,15 +361,30 @@ class CheckpointSync:
                         continue
                     if snapshot is not None:  # gone meanwhile: a deletion for the next sync
                         snapshots.append(snapshot)
-                failures = self.store.send(snapshots) if snapshots else {}
+                failures = self._send(snapshots)
             finally:
                 for snapshot in snapshots:
                     os.close(snapshot.fd)
-            problems += failures.values()
+            problems += map(str, failures.values())
             for snapshot in snapshots:
                 if snapshot.relative not in failures:
                     host.sent[snapshot.relative] = _Sent(snapshot.signature, snapshot.racy)
             return problems
+
+    def _send(self, snapshots: list[Snapshot]) -> dict[str, SourceError]:
+        """Write the files as they were when opened; return what failed by relative path."""
+        if not snapshots:
+            return {}
+        assert self.store is not None
+        readers = [fixed_size_file(os.dup(s.fd), s.size) for s in snapshots]
+        try:
+            uploads = [
+                Upload(s.relative, r, s.size) for s, r in zip(snapshots, readers, strict=True)
+            ]
+            return self.store.upload(uploads)
+        finally:
+            for reader in readers:
+                reader.close()
 
     def _report_skipped(self, host: _Host, skipped: list[str]) -> None:
         new = [name for name in skipped if name not in host.reported]

@@ -23,10 +23,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from emulator.errors import RequestInvalid
-from emulator.request.paths import is_remote
 from emulator.request.spec import JobSpec
 from emulator.storage.base import Entry
 from emulator.storage.local import local_path
+from emulator.storage.uris import is_local_uri
 
 HOME_SECRETS = (".aws", ".ssh", ".docker", ".gnupg", ".kube")
 SYSTEM_PATHS = ("/etc", "/proc", "/sys", "/dev")
@@ -79,7 +79,7 @@ def check_locations(spec: JobSpec) -> None:
     named.append(("OutputDataConfig.S3OutputPath", spec.output_path))
     problems = []
     for field, uri in named:
-        if is_remote(uri):
+        if not is_local_uri(uri):
             continue
         secret = exposes(local_path(uri), sensitive)
         if secret is not None:

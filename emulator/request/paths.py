@@ -11,15 +11,13 @@ import os
 from pathlib import Path
 
 from emulator.request.spec import JobSpec
-
-
-def is_remote(uri: str) -> bool:
-    return uri.startswith(("s3://", "https://", "http://"))
+from emulator.storage.uris import LOCAL_SCHEME, is_local_uri
 
 
 def absolute_location(uri: str, base_dir: Path) -> str:
-    """``uri`` unchanged if remote, a file:// URI or absolute; else made absolute."""
-    if is_remote(uri) or uri.startswith("file://"):
+    """``uri`` unchanged unless it is a plain local path (S3, file:// and refused URIs are
+    left as given); a relative path is made absolute against ``base_dir``."""
+    if not is_local_uri(uri) or uri.startswith(LOCAL_SCHEME):
         return uri
     path = Path(uri).expanduser()
     return os.path.abspath(path if path.is_absolute() else base_dir / path)

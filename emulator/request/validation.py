@@ -53,6 +53,7 @@ from emulator.errors import RequestInvalid
 from emulator.request.javaregex import LINE_TERMINATORS, compile_java
 from emulator.request.spec import DEFAULT_CHECKPOINT_PATH, DEFAULT_MAX_RUNTIME_SECONDS, JobSpec
 from emulator.request.spec_builder import build_job_spec
+from emulator.storage.uris import is_s3_uri
 
 __all__ = ["LOCAL_INSTANCE_TYPES", "parse_request", "validate_request"]
 
@@ -390,7 +391,7 @@ def _check_string(node: _Node, value: object, path: str, out: _Problems, subject
     size_ok = _check_length(node, text, path, out, subject)
     if node.enum:
         _check_enum(node, text, path, out)
-    elif node.name == _URI_SHAPE and not re.match(r"(s3|https)://", text):
+    elif node.name == _URI_SHAPE and not is_s3_uri(text):
         _check_local_uri(text, path, out)  # local addition: the model's pattern is for S3
     elif node.pattern and size_ok:  # an over-long value already failed; spare the regex
         _check_pattern(node, text, path, out, subject)

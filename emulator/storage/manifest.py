@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from emulator.errors import SourceError
 from emulator.progress import NO_PROGRESS, Progress
-from emulator.storage import is_s3_uri, open_uri
+from emulator.storage import open_uri
 from emulator.storage.base import Entry, Source, safe_relative_path
 from emulator.storage.local import LocalSource, local_path
+from emulator.storage.uris import SUPPORTED, is_s3_uri, uri_kind
 
 if TYPE_CHECKING:
     from emulator.config import S3Settings
@@ -98,6 +99,8 @@ class ManifestSource(_ResolvedSource):
             raise SourceError(
                 f"{self.uri}: a manifest stored in S3 must have an S3 prefix, not {prefix!r}"
             )
+        if uri_kind(prefix) == "unsupported":
+            raise SourceError(f"{self.uri}: unsupported prefix {prefix!r}; {SUPPORTED}")
         return self._local_entries(_local_root(prefix, self.uri), keys)
 
     def _local_entries(self, root: str, keys: list[str]) -> list[Entry]:

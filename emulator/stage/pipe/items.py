@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, BinaryIO
 
 from emulator.errors import SourceError
-from emulator.storage import Entry, Source, is_s3_uri, open_uri
+from emulator.storage import Entry, Source, is_local_uri, open_uri
 from emulator.storage.local import LocalSource, local_path
 
 if TYPE_CHECKING:
@@ -241,7 +241,7 @@ def _line_items(
 
 def _local_file(uri: str) -> str | None:
     """The path of a -ref URI naming a local file (None for S3, or a URI open_uri refuses)."""
-    if is_s3_uri(uri):
+    if not is_local_uri(uri):
         return None
     try:
         return str(local_path(uri))
