@@ -255,6 +255,7 @@ def test_load_request_reads_stdin_for_a_dash(
             "not valid JSON: Expecting property name enclosed in double quotes at line 2, column 3",
         ),
         ("[1, 2]", "must be a JSON object"),
+        ('{"a": ' + "[" * 5000 + "]" * 5000 + "}", "nested deeper than 32 levels"),
         ('"a string"', "must be a JSON object"),
     ],
 )

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from emulator.errors import RequestInvalid
+from emulator.request.schema import Node
 from emulator.request.spec import (
     ChannelSpec,
     CheckpointSpec,
@@ -28,12 +29,8 @@ from emulator.request.spec import (
     MetricDefinition,
     ResourceSpec,
 )
-from emulator.request.validation import (
-    _check,
-    _Node,
-    parse_request,
-    validate_request,
-)
+from emulator.request.validation import parse_request, validate_request
+from emulator.request.walk import check
 
 REQUESTS = Path(__file__).parent / "data" / "requests"
 DELETE = object()  # as an edit value: remove the member
@@ -475,9 +472,9 @@ def test_kinds_unused_by_the_operation_today_are_type_checked(
     kind: str, good: object, bad: object
 ) -> None:
     problems: list[str] = []
-    _check(_Node(kind, "Member"), good, "Member", problems)
+    check(Node(kind, "Member"), good, "Member", problems)
     assert problems == []
-    _check(_Node(kind, "Member"), bad, "Member", problems)
+    check(Node(kind, "Member"), bad, "Member", problems)
     assert len(problems) == 1
     assert problems[0].startswith("Member: must be ")
 
@@ -546,6 +543,18 @@ SEMANTIC = [
         {"InputDataConfig": [TRAIN_CHANNEL] * 2},
         'duplicate channel name "train" (also InputDataConfig[0]); channel names must be unique',
         "InputDataConfig[1].ChannelName",
+    ),
+    case(
+        "channel-dot",
+        {f"{CHANNEL}.ChannelName": "."},
+        '"." cannot name a channel: its directory /opt/ml/input/data/. would be the data '
+        'directory itself (/opt/ml/input/data); use another name, such as "train"',
+    ),
+    case(
+        "channel-dot-dot",
+        {f"{CHANNEL}.ChannelName": "..", **PIPE_JOB},
+        '".." cannot name a channel: its directory /opt/ml/input/data/.. would be the data '
+        "directory's parent (/opt/ml/input); use another name",
     ),
     case("empty-data-source", {f"{CHANNEL}.DataSource": {}}, "needs S3DataSource"),
     case(
@@ -742,6 +751,10 @@ def test_semantic_rules(edits: dict[str, object], path: str, fragment: str) -> N
         pytest.param(
             {"InputDataConfig": [PIPE_TRAIN, {**TRAIN_CHANNEL, "ChannelName": "train_x"}]},
             id="pipe-channel-and-a-similar-name",
+        ),
+        pytest.param(
+            {"InputDataConfig": [{**TRAIN_CHANNEL, "ChannelName": n} for n in ("...", ".a", "a.")]},
+            id="channel-names-with-dots",
         ),
         pytest.param({"EnableNetworkIsolation": True}, id="network-isolation"),
         pytest.param(

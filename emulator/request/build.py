@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from emulator.errors import EmulatorError, RequestInvalid
+from emulator.request.nesting import depth_problem, depth_problems
 from emulator.request.paths import absolute_location
 
 DEFAULT_ROLE_ARN = "arn:aws:iam::000000000000:role/SageMakerEmulator"
@@ -84,6 +85,8 @@ def load_request(path: str) -> tuple[dict[str, Any], Path]:
                 f"at line {exc.lineno}, column {exc.colno}"
             ]
         ) from exc
+    except RecursionError as exc:  # json recurses once per level, about a thousand at most
+        raise RequestInvalid([depth_problem(f"(request file {path})")]) from exc
     if not isinstance(request, dict):
         raise RequestInvalid(
             [f"(request file {path}): must be a JSON object (the CreateTrainingJob request)"]
@@ -112,7 +115,11 @@ def build_request(
 
     A flag that sets a member inside an object (``--instance-type`` in ResourceConfig, ...)
     applies only where that object is missing or is one: a member of the wrong type is left
-    as given, for validation to report with its path."""
+    as given, for validation to report with its path. A ``base`` nested too deep to copy is
+    an invalid request, as validation would say."""
+    too_deep = depth_problems(base) if base is not None else []
+    if too_deep:
+        raise RequestInvalid(too_deep)
     request = copy.deepcopy(base) if base is not None else _fresh(flags, default_output)
     spec = _member_object(request, "AlgorithmSpecification")
     if spec is not None:
