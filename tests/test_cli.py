@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from emulator.cli.main import main
-from emulator.engine.docker import LABEL_JOB
+from emulator.engine import LABEL_JOB
 from emulator.run.workdir import WORK_DIR_PREFIX
 from emulator.state.store import JobStore
 from tests.fixtures.jobs import PROBE, channel, probe_request, read_archive, unique_name

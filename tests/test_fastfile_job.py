@@ -34,7 +34,7 @@ from typing import Any
 import docker
 import pytest
 
-from emulator.engine.docker import LABEL_JOB
+from emulator.engine import LABEL_JOB
 from emulator.stage.fastfile.mount import FSTYPE, find_stale_mounts, force_unmount, read_mounts
 from emulator.state.store import JobStore
 from tests.fixtures.jobs import (

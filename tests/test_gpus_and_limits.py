@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from emulator.engine.docker import Container, ContainerPlan, DockerEngine
+from emulator.engine import Container, ContainerPlan, DockerEngine
 from emulator.errors import EnvironmentProblem
 from emulator.plan.hosts import (
     ALL_GPUS,

@@ -1,5 +1,5 @@
 """The job network's addressing: a subnet with room for every host, clear of the subnets in
-use, and a fixed address per host listed in every container's /etc/hosts (container.py)."""
+use, and a fixed address per host listed in every container's /etc/hosts (engine/network.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import random
 
 import pytest
 
-from emulator.engine.docker import (
+from emulator.engine import JobNetwork
+from emulator.engine.network import (
     DEFAULT_BRIDGE,
     SUBNET_POOL,
-    JobNetwork,
     free_subnet,
     subnet_prefix,
 )

@@ -26,7 +26,7 @@ import pytest
 
 from emulator import run_training_job
 from emulator.cleanup.prune import stop_process
-from emulator.engine.docker import LABEL_JOB
+from emulator.engine import LABEL_JOB
 from emulator.request.spec import DataSourceSpec
 from emulator.stage.fastfile.mount import (
     FSTYPE,

@@ -25,7 +25,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from emulator.engine.docker import LABEL_JOB
+from emulator.engine import LABEL_JOB
 from emulator.run.workdir import IMAGE_FILE, OWNER_FILE, WORK_DIR_PREFIX
 from tests.fixtures.jobs import PROBE, channel, probe_request, read_archive, unique_name
 

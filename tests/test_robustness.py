@@ -15,7 +15,7 @@ import docker
 import pytest
 
 from emulator.config import resolve_region
-from emulator.engine.docker import LABEL_JOB, ContainerPlan, DockerEngine
+from emulator.engine import LABEL_JOB, ContainerPlan, DockerEngine
 from emulator.errors import EmulatorError, SourceError
 from emulator.progress import Progress
 from emulator.request.validation import parse_request

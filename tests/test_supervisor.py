@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from emulator.engine.docker import Exit, StartFailed
+from emulator.engine import Exit, StartFailed
 from emulator.finish.records import Outcome
 from emulator.run.supervisor import Ending, StopCause, Supervisor, outcome
 

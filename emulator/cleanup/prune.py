@@ -24,7 +24,7 @@ import signal
 import time
 from pathlib import Path
 
-from emulator.engine.docker import DockerEngine
+from emulator.engine import DockerEngine
 from emulator.run.workdir import orphaned, remove_work_dir, work_dirs
 from emulator.stage.fastfile.mounts import (
     fastfile_mounts,

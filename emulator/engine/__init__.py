@@ -1,0 +1,38 @@
+"""Everything the emulator asks of Docker (docker-py is imported nowhere else).
+
+errors.py     the one table translating docker-py/requests errors into EmulatorError
+labels.py     the labels (job, host, owner pid) of every container and network
+network.py    job networks: subnet choice, fixed addresses, /etc/hosts, removal
+container.py  one host's container, its plan, its output, how it ended
+docker.py     DockerEngine: the client, images, GPUs, CPUs, creating containers
+reaper.py     removing the resources of emulator processes that are gone (prune)
+"""
+
+from emulator.engine.container import (
+    EXIT_REMOVED,
+    Container,
+    ContainerPlan,
+    Exit,
+    Mount,
+    OutputStream,
+    StartFailed,
+)
+from emulator.engine.docker import DockerEngine
+from emulator.engine.labels import LABEL_HOST, LABEL_JOB, LABEL_PID, job_labels
+from emulator.engine.network import JobNetwork
+
+__all__ = [
+    "EXIT_REMOVED",
+    "LABEL_HOST",
+    "LABEL_JOB",
+    "LABEL_PID",
+    "Container",
+    "ContainerPlan",
+    "DockerEngine",
+    "Exit",
+    "JobNetwork",
+    "Mount",
+    "OutputStream",
+    "StartFailed",
+    "job_labels",
+]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from emulator.engine.docker import OutputStream
+from emulator.engine import OutputStream
 from emulator.observe.logs import JOIN_SECONDS, LogPump
 from emulator.observe.metrics import MetricsCollector
 from emulator.request.spec import MetricDefinition

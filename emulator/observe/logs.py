@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from emulator.engine.docker import OutputStream
+from emulator.engine import OutputStream
 
 JOIN_SECONDS = 10.0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from emulator.engine.docker import ContainerPlan, JobNetwork, Mount
+from emulator.engine import ContainerPlan, JobNetwork, Mount
 from emulator.plan.hosts import HostResources
 from emulator.plan.layout import HostLayout
 from emulator.request.spec import Host, JobSpec

@@ -34,7 +34,7 @@ from typing import Any
 
 from emulator.checkpoints.sync import CheckpointSync, check_checkpoint_location
 from emulator.config import effective_s3_settings, resolve_region
-from emulator.engine.docker import Container, DockerEngine, JobNetwork, Mount
+from emulator.engine import Container, DockerEngine, JobNetwork, Mount
 from emulator.errors import EmulatorError, JobExists, JobNotFound
 from emulator.finish import publish
 from emulator.finish.artifacts import failure_reason

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from emulator.engine.docker import EXIT_REMOVED, Exit, StartFailed
+from emulator.engine import EXIT_REMOVED, Exit, StartFailed
 from emulator.finish.records import Outcome
 
 POLL_SECONDS = 0.1

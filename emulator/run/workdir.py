@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from emulator.engine.docker import DockerEngine
+from emulator.engine import DockerEngine
 from emulator.errors import EmulatorError
 from emulator.state.store import process_alive
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 
 from emulator.config import S3Settings
-from emulator.engine.docker import Mount
+from emulator.engine import Mount
 from emulator.errors import EnvironmentProblem
 from emulator.plan.channels import plan_data_source
 from emulator.plan.layout import CONTAINER_ML, HostLayout, make_writable

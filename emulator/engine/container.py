@@ -1,0 +1,236 @@
+"""One host's container (output, start, wait, signals, removal) and the data that plans it.
+
+A job container removed from outside the emulator (``docker rm -f``) while the job runs counts
+as a host that exited with code 137 (what the engine reports for a SIGKILL, which is how
+``docker rm -f`` ends it), with ``Exit.removed`` set (or, when its kill was seen before the
+removal, ``removed_from_outside`` says so): the job then fails with the reason "the container
+of algo-N was removed from outside the emulator" (see ``run/supervisor.py``).
+
+A container whose process cannot start (bad entrypoint, ...) raises ``StartFailed`` with the
+engine's reason and the exit code ``docker run`` would report: the job fails, as SageMaker's
+would. What the user must fix (an engine without the GPU driver asked for, an engine that stops
+answering) is an ``EnvironmentProblem``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import docker.utils.socket
+from docker import APIClient
+
+from emulator.engine.errors import ANSWERED, GONE, Failure, Kind, engine_call, no_gpu_driver
+
+EXIT_NOT_FOUND = 127  # what `docker run` reports when the command cannot be found
+EXIT_NOT_EXECUTABLE = 126
+EXIT_REMOVED = 137  # a container removed from outside (docker rm -f kills it: 128 + SIGKILL)
+REMOVAL_SECONDS = 1.0  # how long a host killed from outside is watched for its removal
+
+_EXEC_ERROR = re.compile(r'(exec: "[^"]*": [^:]+?)(?:: unknown)?$')
+
+
+class StartFailed(Exception):
+    """The container exists but its process could not start (bad entrypoint, ...)."""
+
+    def __init__(self, reason: str, exit_code: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class Mount:
+    target: str  # path inside the container
+    source: Path  # path on the host
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerPlan:
+    """What one host's container is: the job's image, command and mounts for that host."""
+
+    job: str
+    host: str
+    image: str
+    network: str
+    entrypoint: list[str] | None
+    command: list[str] | None
+    environment: dict[str, str]
+    mounts: list[Mount]
+    gpus: int = 0  # -1 for all
+    labels: dict[str, str] = field(default_factory=dict)
+    address: str | None = None  # fixed IPv4 address on the job network
+    hosts_file: dict[str, str] = field(default_factory=dict)  # name -> address, /etc/hosts
+    nano_cpus: int | None = None  # CPU limit in 1e-9 CPUs
+    memory_bytes: int | None = None  # memory limit
+
+
+@dataclass(frozen=True)
+class Exit:
+    """How a container's process ended: its exit code and when (seconds since the epoch)."""
+
+    code: int
+    finished_at: float
+    removed: bool = False  # the container vanished: removed from outside the emulator
+
+
+class OutputStream:
+    """Frames of a container's attached output as (stream, chunk), stream 1 = stdout and
+    2 = stderr; the socket is ours to close, which ``close`` does."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        for stream, chunk in docker.utils.socket.frames_iter(  # type: ignore[no-untyped-call]
+            self._sock, tty=False
+        ):
+            yield int(stream), bytes(chunk)
+
+    def close(self) -> None:
+        """Close the socket, waking a reader blocked on it (from any thread)."""
+        # Over a unix socket docker-py hands out a SocketIO wrapper whose close() leaves the
+        # real socket open; close both (and the HTTP response, where one is attached). A
+        # shutdown first: close() alone does not wake a recv() blocked in another thread.
+        parts = [p for p in (self._sock, getattr(self._sock, "_sock", None)) if p is not None]
+        for part in parts:
+            if hasattr(part, "shutdown"):
+                with contextlib.suppress(OSError, ValueError):
+                    part.shutdown(socket.SHUT_RDWR)
+        for part in parts:
+            with contextlib.suppress(OSError, ValueError):
+                part.close()
+
+
+class Container:
+    """One host's container: output, start, wait, signals, removal."""
+
+    def __init__(self, api: APIClient, container_id: str, host: str) -> None:
+        self._api = api
+        self.host = host
+        self.id = container_id
+        self._streams: list[OutputStream] = []
+
+    def attach(self) -> OutputStream:
+        """The container's output from its start to its exit. Call before ``start``.
+
+        The stream ends when the container exits, or at the latest when it is removed (the
+        engine never ends the stream of a container removed without having started)."""
+        params = {"stdout": 1, "stderr": 1, "stream": 1, "logs": 1}
+        with engine_call(f"attach to the container of {self.host}"):
+            stream = OutputStream(self._api.attach_socket(self.id, params=params))
+        self._streams.append(stream)
+        return stream
+
+    def start(self) -> None:
+        """Start the process; StartFailed when it cannot run, EnvironmentProblem when the
+        engine lacks what the container asks for (a GPU driver) or does not answer."""
+
+        def wording(failure: Failure) -> str:
+            if failure.kind is Kind.NO_GPU_DRIVER:
+                return no_gpu_driver(self.host, failure)
+            return (
+                f"The Docker engine failed to start the container of {self.host}: {failure.error}"
+            )
+
+        what = f"start the container of {self.host}"
+        refusals = ANSWERED - {Kind.NO_GPU_DRIVER}
+        with engine_call(what, tolerate=refusals, wording=wording) as call:
+            self._api.start(self.id)
+        if call.failure is None:
+            return
+        if call.failure.kind in GONE:
+            raise StartFailed(self.removed_reason(), EXIT_REMOVED)
+        state = self._state()
+        raise _start_failure(call.failure, state.get("ExitCode") if state else None)
+
+    def removed_reason(self) -> str:
+        return f"the container of {self.host} was removed from outside the emulator"
+
+    def exited(self) -> Exit | None:
+        """How the process ended once it has (or could not start), else None; a container
+        removed from outside counts as exited with EXIT_REMOVED (see the module doc)."""
+        state = self._state()
+        if state is None:
+            return Exit(EXIT_REMOVED, time.time(), removed=True)
+        if state.get("Running") or state.get("Status") in ("running", "paused", "restarting"):
+            return None
+        if state.get("Status") == "created" and not state.get("Error"):
+            return None  # not started yet
+        return Exit(int(state.get("ExitCode", -1)), _timestamp(state.get("FinishedAt")))
+
+    def removed_from_outside(self, within: float = REMOVAL_SECONDS) -> bool:
+        """Whether the container is gone or being removed, waiting up to ``within`` seconds:
+        ``docker rm -f`` first kills the process (the exit, 137, is seen at once) and only
+        then marks the container for removal."""
+        deadline = time.monotonic() + within
+        while True:
+            state = self._state()
+            if state is None or state.get("Status") == "removing":
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+    def _state(self) -> dict[str, Any] | None:
+        """The container's State (docker inspect), None once the container is gone."""
+        with engine_call(f"inspect the container of {self.host}", tolerate=GONE):
+            return dict(self._api.inspect_container(self.id)["State"])
+        return None
+
+    def inspect(self) -> dict[str, Any]:
+        """The engine's full description of the container (docker inspect)."""
+        with engine_call(f"inspect the container of {self.host}"):
+            description = self._api.inspect_container(self.id)
+        return dict(description)
+
+    def signal(self, signal_name: str) -> None:
+        """Send a signal if still running (a container that already exited, or was removed,
+        is fine)."""
+        with engine_call(
+            f"send {signal_name} to the container of {self.host}",
+            tolerate=GONE | {Kind.CONFLICT},
+        ):
+            self._api.kill(self.id, signal=signal_name)
+
+    def remove(self) -> None:
+        """Remove the container (killed if running) and end its output streams. Idempotent;
+        a removal already under way (prune's, say) is fine too."""
+        try:
+            with engine_call(
+                f"remove the container of {self.host}",
+                tolerate=GONE | {Kind.CONFLICT},
+            ):
+                self._api.remove_container(self.id, force=True, v=True)
+        finally:
+            for stream in self._streams:
+                stream.close()
+
+
+def _timestamp(text: Any) -> float:
+    """Seconds since the epoch of an engine time (RFC 3339, nanoseconds); unknown -> +inf."""
+    if not isinstance(text, str) or text.startswith("0001-"):
+        return math.inf
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", text)
+    if match is None:
+        return math.inf
+    whole, fraction, zone = match.groups()
+    moment = datetime.fromisoformat(whole + ("+00:00" if zone == "Z" else zone))
+    return moment.timestamp() + float(f"0.{fraction or 0}")
+
+
+def _start_failure(failure: Failure, exit_code: int | None) -> StartFailed:
+    match = _EXEC_ERROR.search(failure.detail.strip())
+    reason = match.group(1) if match else failure.detail
+    if not exit_code:  # the engine records 126/127 as `docker run` would; older ones may not
+        exit_code = EXIT_NOT_EXECUTABLE if "permission denied" in reason else EXIT_NOT_FOUND
+    return StartFailed(reason, exit_code)
