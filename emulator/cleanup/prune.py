@@ -7,8 +7,16 @@ state directory, are never touched. Jobs of the store whose emulator died are re
 Order: containers first (they hold the FastFile mounts and the FIFOs), then networks, then each
 dead work dir in the temp dir: its FastFile mounts are detached (a file system process that
 outlived its emulator is stopped first: SIGTERM, then SIGKILL), then the directory is removed.
-Last, FastFile mounts anywhere whose file system process is gone are detached (work dirs
+Then FastFile mounts anywhere whose file system process is gone are detached (work dirs
 elsewhere, ``RunOptions.work_root``).
+
+The emulator's temporaries in local output and checkpoint folders (a half-packed
+``.packing-<pid>-<hex>`` after a SIGKILL while the model was packed, ``.replacing-*``,
+``.partial-*``: ``storage.local_folder``) are removed when the pid in their name is dead. The
+folders searched: those a dead work dir noted (``finish.publish.noted_folders``: the output
+folder, resolved as the job used it) and the absolute local S3OutputPath and
+CheckpointConfig.S3Uri of the store's jobs whose emulator died. Nothing else in those folders
+is touched.
 
 Work dirs hold files a root training container wrote (root-owned): ``remove_work_dir`` removes
 what the user running the emulator cannot through a root container of the job's image
@@ -21,10 +29,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from emulator.engine import DockerEngine
+from emulator.errors import EmulatorError, JobNotFound
+from emulator.finish.publish import noted_folders
 from emulator.run.workdir import orphaned, remove_work_dir, work_dirs
 from emulator.stage.fastfile.mounts import (
     fastfile_mounts,
@@ -33,12 +45,16 @@ from emulator.stage.fastfile.mounts import (
     server_pid,
 )
 from emulator.state.store import JobStore, process_alive
+from emulator.storage import is_local_uri
+from emulator.storage.local import local_path
+from emulator.storage.local_folder import remove_dead_temporaries, temporary_owner
 
 SERVER_EXIT_SECONDS = 5.0
 
 
 def prune_leftovers(store: JobStore, temp_root: Path | None = None) -> list[str]:
     """Remove the leftovers of every dead emulator process; return what was removed."""
+    dead_jobs = [name for name, pid in store.running_jobs() if not process_alive(pid)]
     engine = DockerEngine()
     try:
         removed = engine.remove_orphans(process_alive)
@@ -47,11 +63,55 @@ def prune_leftovers(store: JobStore, temp_root: Path | None = None) -> list[str]
     for work_dir in work_dirs(temp_root):
         if orphaned(work_dir):
             removed += _release_mounts(work_dir)
+            removed += _remove_temporaries(noted_folders(work_dir))
             if remove_work_dir(work_dir):
                 removed.append(f"work dir {work_dir}")
     removed += _release_stale_mounts()
+    removed += _remove_temporaries(_recorded_folders(store, dead_jobs))
     removed += [f"job record {name} (marked Failed)" for name in store.mark_dead_jobs_failed()]
     return removed
+
+
+def _remove_temporaries(folders: Iterable[Path]) -> list[str]:
+    """Remove the temporaries of dead emulators below each folder."""
+    removed = []
+    for folder in dict.fromkeys(folders):
+        gone, failed = remove_dead_temporaries(folder, process_alive)
+        removed += [f"temporary {path} (of pid {temporary_owner(path.name)})" for path in gone]
+        for failure in failed:
+            print(f"Could not remove the temporary {failure}; remove it by hand", file=sys.stderr)
+    return removed
+
+
+def _recorded_folders(store: JobStore, names: list[str]) -> list[Path]:
+    """The local output and checkpoint folders of jobs the store records, when their URIs are
+    absolute (a relative one was resolved against a request's folder the record does not
+    keep; the work dir's note names the output folder then)."""
+    folders = []
+    for name in names:
+        try:
+            record = store.get(name)
+        except JobNotFound:
+            continue  # removed meanwhile
+        output = record.get("OutputDataConfig", {}).get("S3OutputPath")
+        checkpoint = record.get("CheckpointConfig", {}).get("S3Uri")
+        for uri, below in ((output, f"{name}/output"), (checkpoint, "")):
+            path = _absolute_local(uri)
+            if path is not None:
+                folders.append(path / below if below else path)
+    return folders
+
+
+def _absolute_local(uri: object) -> Path | None:
+    """The folder a local, absolute URI (a path, ``~/...`` or file://) names; else None."""
+    if not isinstance(uri, str) or not is_local_uri(uri):
+        return None
+    if not (uri.startswith("file://") or os.path.isabs(os.path.expanduser(uri))):
+        return None
+    try:
+        return local_path(uri)
+    except EmulatorError:
+        return None
 
 
 def _release_stale_mounts() -> list[str]:

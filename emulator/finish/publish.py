@@ -16,13 +16,21 @@ no symlinks, so they are not uploaded (a notice names them) and never followed.
 
 An OSError while packing or writing (a full disk, an output path that became a file, denied
 access) becomes a SourceError naming the path: the job then ends Failed with a ClientError.
+
+The packing folder is named ``.packing-<pid>-<hex>`` (``storage.local_folder.temporary_name``).
+When it lies in the local output folder, that folder is first noted in the job's work dir
+(``TEMPORARIES_NOTE``, read back by ``noted_folders``): after a SIGKILL of the emulator,
+``emulator prune`` finds the folder there (the record keeps S3OutputPath as the request wrote
+it, perhaps relative) and removes the dead emulator's temporaries in it.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from emulator.config import S3Settings
@@ -30,8 +38,12 @@ from emulator.errors import SourceError
 from emulator.finish.artifacts import PackResult, merge_tree, pack
 from emulator.request.spec import JobSpec
 from emulator.storage import Location, Upload, location
+from emulator.storage.local_folder import temporary_name
 
 Notice = Callable[[str], None]
+# In the job's work dir: the local folders where this job's emulator makes temporaries.
+TEMPORARIES_NOTE = "temporaries"
+WORK_DIR_OWNER_FILE = "owner.pid"  # run.workdir.OWNER_FILE (run/ lies above finish/)
 
 
 def job_output_uri(spec: JobSpec) -> str:
@@ -78,9 +90,7 @@ def _publish(
     notice: Notice,
 ) -> tuple[dict[str, SourceError], str]:
     """(failures by name, ModelArtifacts.S3ModelArtifacts)."""
-    scratch_root = folder.scratch_dir() or _scratch_root(model_dirs)
-    with tempfile.TemporaryDirectory(dir=scratch_root, prefix=".packing-") as scratch:
-        staging = Path(scratch)
+    with _packing_dir(folder.scratch_dir(), model_dirs) as staging:
         output = pack(output_dirs, staging / "output.tar.gz")
         _report_clashes(output, "/opt/ml/output/data", notice)
         uploads = [Upload("output.tar.gz", staging / "output.tar.gz", movable=True)]
@@ -99,6 +109,42 @@ def _publish(
         _report_clashes(model, "/opt/ml/model", notice)
         uploads.append(Upload("model.tar.gz", staging / "model.tar.gz", movable=True))
         return folder.upload(uploads), folder.uri_of("model.tar.gz")
+
+
+@contextmanager
+def _packing_dir(local_root: Path | None, model_dirs: list[Path]) -> Iterator[Path]:
+    """A new ``.packing-<pid>-<hex>`` folder, removed on exit: in ``local_root`` (the local
+    output folder, noted in the work dir first) or else beside the hosts' trees."""
+    if local_root is not None:
+        work_dir = _work_dir(model_dirs)
+        if work_dir is not None:
+            with open(work_dir / TEMPORARIES_NOTE, "a", encoding="utf-8") as note:
+                note.write(f"{local_root.absolute()}\n")
+    root = local_root or _scratch_root(model_dirs) or Path(tempfile.gettempdir())
+    staging = root / temporary_name("packing")
+    staging.mkdir(mode=0o700)
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def noted_folders(work_dir: Path) -> list[Path]:
+    """The local folders a job noted in its work dir (``TEMPORARIES_NOTE``)."""
+    try:
+        lines = (work_dir / TEMPORARIES_NOTE).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    return [Path(line) for line in dict.fromkeys(lines) if line.startswith("/")]
+
+
+def _work_dir(model_dirs: list[Path]) -> Path | None:
+    """The job's work dir: the parent of the hosts' trees (``<work>/<host>/model``), once it
+    is claimed (it holds run.workdir's ``OWNER_FILE``); None for trees elsewhere."""
+    for model_dir in model_dirs:
+        if (model_dir.parent.parent / WORK_DIR_OWNER_FILE).is_file():
+            return model_dir.parent.parent
+    return None
 
 
 def _scratch_root(model_dirs: list[Path]) -> Path | None:

@@ -12,8 +12,9 @@ is a parent of (and so would expose) one of these:
 
 ``/`` and the user's home are refused as parents of those. Paths are compared both as written
 and with symbolic links resolved, and every file a local channel lists is checked too (a link
-inside a data folder pointing at ~/.ssh/id_rsa is refused). ``--allow-sensitive-paths``
-(``RunOptions.allow_sensitive_paths``) turns the check off.
+inside a data folder pointing at ~/.ssh/id_rsa is refused, and so is every file of a linked
+folder inside ~/.ssh: listings follow links to folders, storage/local.py).
+``--allow-sensitive-paths`` (``RunOptions.allow_sensitive_paths``) turns the check off.
 """
 
 from __future__ import annotations

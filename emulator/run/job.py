@@ -51,7 +51,7 @@ from emulator.request.validation import parse_request
 from emulator.run.options import RunOptions
 from emulator.run.signals import deferred, signals_deferred
 from emulator.run.supervisor import StopCause, Supervisor, outcome
-from emulator.run.workdir import claim, make_work_dir, remove_work_dir
+from emulator.run.workdir import check_work_root, claim, make_work_dir, remove_work_dir
 from emulator.stage.stager import ChannelStager, ResolvedChannel, resolve_channels
 from emulator.state.store import JobStore
 
@@ -154,6 +154,7 @@ class TrainingJob:
 
     def _preflight(self, engine: DockerEngine) -> dict[str, ResolvedChannel]:
         """Everything that can be refused before anything exists."""
+        check_work_root(self.options.work_root)
         if not self.options.allow_sensitive_paths:
             check_locations(self.spec)
         deferred(engine.require_image, self.spec.image)

@@ -3,6 +3,12 @@
 A work dir records the pid of the emulator that made it (``claim``), so ``emulator prune`` can
 tell a dead job's dir from a live one's, and the job's image, with which root-owned files a
 root training container wrote there are removed (``remove_work_dir``).
+
+Work dirs go in ``RunOptions.work_root``, else in the temp dir $TMPDIR names (then $TEMP,
+$TMP, as Python's tempfile reads them), else in the system's (/tmp). A place asked for that
+cannot hold them (missing, not a directory, not writable) is refused before the job starts
+(``check_work_root``, EnvironmentProblem: exit 2), never replaced by another silently, as
+tempfile would.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import time
@@ -18,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from emulator.engine import DockerEngine
-from emulator.errors import EmulatorError
+from emulator.errors import EmulatorError, EnvironmentProblem
 from emulator.state.store import process_alive
 
 WORK_DIR_PREFIX = "sagemaker-emulator-"
@@ -29,9 +36,71 @@ IMAGE_FILE = "image"  # the job's TrainingImage, for removing root-owned files
 UNOWNED_GRACE_SECONDS = 60.0
 
 
+TEMP_VARIABLES = ("TMPDIR", "TEMP", "TMP")  # in the order Python's tempfile reads them
+
+
 def make_work_dir(job: str, root: Path | None = None) -> Path:
-    """A new, claimed work dir for ``job`` under ``root`` (default: the temp dir)."""
-    return Path(tempfile.mkdtemp(prefix=f"{WORK_DIR_PREFIX}{job}-", dir=root))
+    """A new work dir for ``job`` under ``root`` (default: the temp dir; ``check_work_root``);
+    ``claim`` it next."""
+    base = check_work_root(root)
+    try:
+        return Path(tempfile.mkdtemp(prefix=f"{WORK_DIR_PREFIX}{job}-", dir=base))
+    except OSError as exc:
+        raise EnvironmentProblem(
+            f"cannot create the job's work dir in {base}: {exc.strerror or exc}; free some "
+            "space or choose another place for it"
+        ) from exc
+
+
+def check_work_root(root: Path | None = None) -> Path:
+    """Where work dirs go: ``root``, else the temp dir the environment names, else the
+    system's. Raises EnvironmentProblem when a place asked for cannot hold them."""
+    if root is not None:
+        _check_usable(
+            Path(root).absolute(),
+            f"the work root {root} (RunOptions.work_root)",
+            "create it or choose a directory you can write",
+        )
+        return Path(root)
+    for variable in TEMP_VARIABLES:
+        value = os.environ.get(variable)
+        if value:  # tempfile skips an empty one too
+            path = Path(value).absolute()
+            _check_usable(
+                path,
+                f"{variable}={value}",
+                f"create it (mkdir -p {path}) or make it writable, or point {variable} at "
+                f"another directory, or unset it to use /tmp",
+            )
+            return path
+    return Path(tempfile.gettempdir())
+
+
+def _check_usable(path: Path, what: str, fix: str) -> None:
+    """Refuse ``path`` unless it is a directory this process can create entries in."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        reason = "does not exist"
+    except NotADirectoryError:
+        reason = "is not a directory (a part of its path is a file)"
+    except OSError as exc:
+        reason = f"cannot be reached ({exc.strerror or exc})"
+    else:
+        if not stat.S_ISDIR(info.st_mode):
+            reason = "is not a directory"
+        elif not os.access(path, os.W_OK | os.X_OK, effective_ids=_EFFECTIVE_IDS):
+            reason = "is not writable by the user running the emulator"
+        else:
+            return
+    raise EnvironmentProblem(
+        f"{what} {reason}: the job's work dir goes there (the emulator never falls back to "
+        f"another place silently); {fix}"
+    )
+
+
+# os.access checks the real user by default; the effective one creates the files.
+_EFFECTIVE_IDS = os.access in os.supports_effective_ids
 
 
 def work_dirs(root: Path | None = None) -> list[Path]:

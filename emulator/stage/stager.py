@@ -5,9 +5,11 @@
     FastFile  a read-only FUSE mount, bind-mounted read-only at /opt/ml/input/data/<channel>
 
 ``resolve_channels`` lists every source up front (preflight: a missing location, an empty
-prefix or an unusable FUSE fails before anything is created) and plans which objects each host
-gets (``plan.py``). The stager is a context manager: whatever it started (feeders, mounts) is
-stopped and removed on exit, whatever happened.
+prefix, an unreadable local file or an unusable FUSE fails before anything is created) and plans
+which objects each host gets (``plan.py``). What a local channel's listing skipped (FIFOs,
+sockets, devices, dangling symlinks, symlink loops: ``storage/local.py`` has the rule) is said
+in one notice per channel when staging begins. The stager is a context manager: whatever it
+started (feeders, mounts) is stopped and removed on exit, whatever happened.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from emulator.stage.fastfile import FastFileMount, check_fuse_available
 from emulator.stage.pipe.feeder import PipeChannel
 from emulator.stage.pipe.items import PipeItems, Shard
 from emulator.storage import Entry, Source, open_source
+from emulator.storage.local import LocalSource, Skipped, describe_skipped
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class ResolvedChannel:
     entries: list[Entry]
     plan: dict[str, list[Entry]]
     pipe_items: dict[str, PipeItems] = field(default_factory=dict)
+    skipped: list[Skipped] = field(default_factory=list)  # of a local listing: not data
 
 
 def resolve_channels(
@@ -92,7 +96,8 @@ def _resolve(spec: JobSpec, channel: ChannelSpec, settings: S3Settings | None) -
             )
             for host in plan
         }
-    return ResolvedChannel(channel, source, entries, plan, items)
+    skipped = source.skipped if isinstance(source, LocalSource) else []
+    return ResolvedChannel(channel, source, entries, plan, items, skipped)
 
 
 def _shard(channel: ChannelSpec, hosts: list[str], host: str) -> Shard | None:
@@ -119,6 +124,14 @@ class ChannelStager:
         self.notice = notice
         self._feeders: list[tuple[str, PipeChannel]] = []
         self._resources = ExitStack()
+        for resolved in channels.values():
+            if resolved.skipped:
+                notice(
+                    f"Channel {resolved.channel.name}: skipped "
+                    f"{describe_skipped(resolved.skipped)} in {resolved.channel.source.uri}; "
+                    "only regular files (and symlinks to them) are data, as S3 holds only "
+                    "objects"
+                )
 
     def __enter__(self) -> ChannelStager:
         return self

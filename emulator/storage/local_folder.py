@@ -4,15 +4,23 @@ The directory is created when first written. Every file is written under a tempo
 its final folder and renamed into place, so a reader never sees half a file; an upload marked
 ``movable`` is renamed straight into place when it is on the same file system. Symlinks are
 stored as symlinks (never followed). Listing sees regular files only (``scan``).
+
+Temporary names (``temporary_name``) carry the pid of the emulator that made them:
+``.partial-<pid>-<16 hex>`` (a file being written), ``.replacing-<pid>-<16 hex>`` (a folder
+being built), ``.packing-<pid>-<16 hex>`` (archives being packed, finish/publish.py). A
+SIGKILL can leave them behind; ``remove_dead_temporaries`` removes those whose maker is gone,
+and nothing else (``emulator prune``).
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
 import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,6 +31,61 @@ from emulator.storage.local import local_path, os_error
 
 COPY_CHUNK = 1024 * 1024
 FILE_MODE = 0o644
+# What each kind of temporary is: a folder, or a file (a symlink being placed is one too).
+TEMPORARY_KINDS = {"packing": True, "replacing": True, "partial": False}
+_TEMPORARY = re.compile(r"\.(packing|replacing|partial)-([1-9][0-9]*)-[0-9a-f]{16}")
+
+
+def temporary_name(kind: str) -> str:
+    """A new temporary name of ``kind`` (``TEMPORARY_KINDS``) owned by this process."""
+    assert kind in TEMPORARY_KINDS
+    return f".{kind}-{os.getpid()}-{secrets.token_hex(8)}"
+
+
+def temporary_owner(name: str) -> int | None:
+    """The pid of the emulator that made the temporary ``name``; None for any other name."""
+    match = _TEMPORARY.fullmatch(name)
+    return int(match.group(2)) if match else None
+
+
+def remove_dead_temporaries(
+    root: Path, alive: Callable[[int], bool]
+) -> tuple[list[Path], list[str]]:
+    """Remove the temporaries below ``root`` whose emulator process is gone; return (what was
+    removed, what could not be, with the reason). Only names of ``temporary_name``'s form
+    with the right type (a folder, a file or symlink) are touched; symlinks are never
+    followed; a live process's temporaries are left alone."""
+    removed: list[Path] = []
+    failed: list[str] = []
+    pending = [root]
+    while pending:
+        folder = pending.pop()
+        try:
+            with os.scandir(folder) as listing:
+                children = list(listing)
+        except OSError:
+            continue  # missing, not a folder, unreadable: nothing of ours to find there
+        for child in children:
+            is_dir = child.is_dir(follow_symlinks=False)
+            owner = temporary_owner(child.name)
+            if owner is None or TEMPORARY_KINDS[child.name[1:].partition("-")[0]] != is_dir:
+                if is_dir:
+                    pending.append(Path(child.path))
+                continue
+            if alive(owner):
+                continue
+            try:
+                if is_dir:
+                    shutil.rmtree(child.path, onerror=_unless_missing)
+                else:
+                    os.unlink(child.path)
+            except FileNotFoundError:
+                pass  # another prune got there first
+            except OSError as exc:
+                failed.append(f"{child.path}: {exc.strerror or exc}")
+                continue
+            removed.append(Path(child.path))
+    return removed, failed
 
 
 def scan(root: Path) -> tuple[dict[str, os.stat_result], list[str]]:
@@ -51,6 +114,14 @@ def scan(root: Path) -> tuple[dict[str, os.stat_result], list[str]]:
                 else:
                     skipped.append(relative)
     return files, sorted(skipped)
+
+
+def _unless_missing(
+    _function: object, _path: object, exc_info: tuple[type[BaseException], BaseException, object]
+) -> None:
+    """shutil.rmtree's error handler: what another process removed meanwhile is fine."""
+    if not isinstance(exc_info[1], FileNotFoundError):
+        raise exc_info[1]
 
 
 def _is_utf8(name: str) -> bool:
@@ -146,7 +217,7 @@ class LocalFolder(Location):
         target = self.root / name.rstrip("/")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            building = self.root / f".replacing-{secrets.token_hex(8)}"
+            building = self.root / temporary_name("replacing")
             building.mkdir()  # the mode a folder gets (it becomes ``name``), not mkdtemp's 0700
         except OSError as exc:
             return dict.fromkeys((u.name for u in uploads), os_error(str(target), exc))
@@ -201,7 +272,7 @@ def _place(upload: Upload, target: Path) -> None:
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise  # else another file system: copied below
-    temporary = target.parent / f".partial-{secrets.token_hex(8)}"
+    temporary = target.parent / temporary_name("partial")
     try:
         if isinstance(source, Path) and source.is_symlink():
             os.symlink(os.readlink(source), temporary)
