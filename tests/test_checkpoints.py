@@ -17,6 +17,7 @@ from emulator.checkpoints.files import fixed_size_file, open_below, scan
 from emulator.checkpoints.sync import DEBOUNCE_SECONDS, CheckpointSync, check_checkpoint_location
 from emulator.errors import SourceError
 from emulator.request.spec import CheckpointSpec, JobSpec, ResourceSpec
+from emulator.storage.local_folder import temporary_owner
 from tests.fixtures.s3 import S3Server, free_port
 
 MiB = 1024 * 1024
@@ -38,9 +39,15 @@ def write(root: Path, files: dict[str, bytes]) -> None:
 
 
 def tree(root: Path) -> dict[str, bytes]:
+    """The files below ``root``, without the sync's own in-flight writes (a temporary that is
+    renamed into place between the listing and the read)."""
     if not root.is_dir():
         return {}
-    return {name: (root / name).read_bytes() for name in scan(root)[0]}
+    return {
+        name: (root / name).read_bytes()
+        for name in scan(root)[0]
+        if temporary_owner(Path(name).name) is None
+    }
 
 
 @pytest.fixture

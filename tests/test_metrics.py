@@ -5,12 +5,18 @@ of each metric, in definition order."""
 
 from __future__ import annotations
 
+import random
 import threading
 from datetime import UTC, datetime
 
 import pytest
 
-from emulator.observe.metrics import MetricPoint, MetricsCollector, parse_metric_value
+from emulator.observe.metrics import (
+    MetricPoint,
+    MetricsCollector,
+    parse_metric_value,
+    parse_metric_values,
+)
 from emulator.request.spec import MetricDefinition
 
 
@@ -185,3 +191,92 @@ def test_feeding_from_one_thread_per_host_loses_no_point() -> None:
     for host in range(1, hosts + 1):
         mine = [p.value for p in series["loss"] if p.host == f"algo-{host}"]
         assert mine == [float(i) for i in range(lines)]
+
+
+# -- many lines at once (the job's log consumers) --------------------------------------------
+
+LINE_PIECES = [
+    "loss=",
+    "5",
+    "loss=1,2",
+    "",
+    " ",
+    "val=3",
+    "xy1",
+    "a+1",
+    "LOSS=9",
+    "1e5",
+    "nan",
+    "inf",
+    "epoch 3 loss=0.25 acc=0.9",
+    "1_000",
+    "é",
+    "\t",
+]
+
+
+@pytest.mark.parametrize(
+    "regex",
+    [
+        r"loss=([0-9.]+)",
+        r"^loss=(\d+)$",
+        r"loss=\s*(\S*)",  # may run over a line's end in the joined text
+        r"loss=([^,]*)",
+        r"(\d+)",
+        r"\d*",  # empty matches
+        r"x(?=y)y(\d)",  # lookahead: line by line
+        r"(\d+)\Z",
+        r"a++(\d)",
+        r"(?i)loss=(\d+)",
+        r"(?s)loss=(.+)",
+        r"\bval\b=(\d+)",
+        r"(?P<v>[0-9.e]+)\s*$",
+        r"\B(\d)",
+        r"[\s\S]*?(\d)",
+    ],
+)
+def test_many_lines_at_once_give_the_points_of_each_line_alone(regex: str) -> None:
+    rng = random.Random(regex)
+    lines = ["".join(rng.choices(LINE_PIECES, k=rng.randint(0, 4))) for _ in range(3000)]
+    one_by_one = collector(m=regex)
+    expected = [p.value for line in lines for p in one_by_one.feed(line, timestamp=5.0)]
+    batch = collector(m=regex)
+    found = batch.feed_lines(lines, host="algo-3", timestamp=5.0)
+    assert [v for group in found for v in group.values] == expected
+    assert {(g.name, g.host, g.timestamp) for g in found} <= {("m", "algo-3", 5.0)}
+    assert batch.final_metric_data_list() == one_by_one.final_metric_data_list()
+
+
+def test_many_lines_give_each_metrics_values_in_line_order() -> None:
+    metrics = collector(loss=r"loss=([0-9]+)", acc=r"acc=([0-9.]+)")
+    found = metrics.feed_lines(["loss=3 acc=0.5", "x", "loss=2", "acc=0.7 loss=1"], "algo-1", 9.0)
+    assert [(g.name, list(g.values)) for g in found] == [("loss", [3, 2, 1]), ("acc", [0.5, 0.7])]
+    assert metrics.feed_lines([], "algo-1") == []
+    assert MetricsCollector([]).feed_lines(["loss=1"]) == []
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        ["1", "-0.5", " 2 ", "3e-4", ".5", "7."],
+        ["1", None, "2"],
+        ["1", "nan", "2"],
+        ["1", "1e999", "2"],
+        ["1_000", "0x10", "", "1e", "e5", "+", "1.2.3", "--1"],
+        ["١٢", "1"],  # other digits: float() takes them, the rule does not
+        [],
+    ],
+)
+def test_values_in_bulk_follow_the_rule_for_one(texts: list[str | None]) -> None:
+    one_by_one = [parse_metric_value(t) for t in texts if t is not None]
+    assert parse_metric_values(texts) == [v for v in one_by_one if v is not None]
+
+
+def test_the_final_value_is_the_last_by_time_whichever_host_was_read_last() -> None:
+    metrics = MetricsCollector([MetricDefinition("loss", r"loss=(\d+)")], keep_series=False)
+    metrics.feed_lines(["loss=1", "loss=2"], "algo-1", timestamp=20.0)
+    metrics.feed_lines(["loss=9"], "algo-2", timestamp=10.0)  # read later, stamped earlier
+    assert metrics.final_metric_data_list() == [
+        {"MetricName": "loss", "Value": 2.0, "Timestamp": iso(20.0)}
+    ]
+    assert metrics.series() == {}  # the store keeps the points, not memory

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ import pytest
 from emulator.config import ENV_HOME, default_home
 from emulator.errors import EmulatorError, JobNotFound
 from emulator.observe.metrics import MetricPoint
-from emulator.state.store import JobStore
+from emulator.state.store import JobStore, MetricValues
 
 
 def record(name: str, status: str = "InProgress", **members: Any) -> dict[str, Any]:
@@ -225,3 +227,84 @@ def test_an_unusable_home_is_an_emulator_error_saying_what_to_do(tmp_path: Path)
     message = str(caught.value)
     assert f"Cannot use the state directory {blocker / 'home'}" in message
     assert f"set {ENV_HOME} to a writable directory" in message
+
+
+# -- metric points by the million -------------------------------------------------------------
+
+
+def test_the_database_is_in_wal_mode(store: JobStore) -> None:
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_a_metrics_writer_keeps_every_point_of_every_batch(store: JobStore) -> None:
+    store.create(record("job-1"))
+    writer = store.metrics_writer("job-1")
+    try:
+        writer.add([MetricValues("loss", "algo-1", 10.0, [float(i) for i in range(20_000)])])
+        writer.add(
+            [
+                MetricValues("acc", "algo-2", 11.0, [0.5, 0.75]),
+                MetricValues("loss", "algo-2", 11.0, [-1.0]),
+                MetricValues("empty", "algo-2", 11.0, []),
+            ]
+        )
+        writer.add([])
+    finally:
+        writer.close()
+    assert store.count_metrics("job-1") == 20_003
+    points = store.metrics("job-1")
+    assert [p.value for p in points[:20_000]] == [float(i) for i in range(20_000)]
+    assert points[20_000:] == [
+        MetricPoint("acc", 0.5, 11.0, "algo-2"),
+        MetricPoint("acc", 0.75, 11.0, "algo-2"),
+        MetricPoint("loss", -1.0, 11.0, "algo-2"),
+    ]
+    assert store.count_metrics("other") == 0
+
+
+def _write_points(home: str, job: str, batches: int, start: Any) -> None:
+    store = JobStore(Path(home))
+    writer = store.metrics_writer(job)
+    start.wait()
+    for batch in range(batches):
+        writer.add([MetricValues("loss", "algo-9", float(batch), [1.0] * 100)])
+        store.get(job)  # records are read meanwhile
+    writer.close()
+
+
+def test_writers_in_threads_and_processes_share_the_store(store: JobStore) -> None:
+    store.create(record("job-1"))
+    context = multiprocessing.get_context("spawn")
+    start = context.Event()
+    process = context.Process(target=_write_points, args=(str(store.home), "job-1", 50, start))
+    process.start()
+    threads = [
+        threading.Thread(target=_write_points, args=(str(store.home), "job-1", 50, start))
+        for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    start.set()
+    for _ in range(20):
+        store.update(record("job-1", SecondaryStatus="Training"))
+        store.metrics("job-1")
+    for thread in threads:
+        thread.join()
+    process.join(60)
+    assert process.exitcode == 0
+    assert store.count_metrics("job-1") == 4 * 50 * 100
+
+
+def test_points_from_earlier_versions_are_read_and_go_with_their_job(store: JobStore) -> None:
+    store.create(record("old", "Completed"))
+    with sqlite3.connect(store.path) as db:  # a row per point, as earlier versions wrote
+        db.executemany(
+            "INSERT INTO metrics VALUES (?, ?, ?, ?, ?)",
+            [("old", "loss", 2.0, 20.0, "algo-1"), ("old", "loss", 1.0, 10.0, "algo-1")],
+        )
+    store.add_metrics("old", [MetricPoint("loss", 3.0, 15.0)])
+    assert [p.value for p in store.metrics("old")] == [1.0, 3.0, 2.0]
+    assert store.count_metrics("old") == 3
+    store.create(record("old"), replace=True)
+    assert store.metrics("old") == [] and store.count_metrics("old") == 0

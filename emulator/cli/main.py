@@ -10,8 +10,9 @@ import dataclasses
 import json
 import signal
 import sys
+import threading
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 import click
 from rich.console import Console
@@ -162,16 +163,38 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+class LogEcho:
+    """The containers' lines, as they are, to a text stream: never through rich (a job may
+    print millions), gathered and written at once by ``flush``, which the job's log reader
+    calls after each batch of lines (so even an unbuffered stdout, PYTHONUNBUFFERED, costs
+    one write per batch, not one per line)."""
+
+    def __init__(self, stream: TextIO, prefix_hosts: bool) -> None:
+        self._stream = stream
+        self._prefix_hosts = prefix_hosts
+        self._pending: list[str] = []
+        self._lock = threading.Lock()  # hosts' consumer threads share the stream
+
+    def __call__(self, host: str, line: str) -> None:
+        text = f"[{host}] {line}\n" if self._prefix_hosts else f"{line}\n"
+        with self._lock:
+            self._pending.append(text)
+
+    def flush(self) -> None:
+        with self._lock:
+            text = "".join(self._pending)
+            self._pending.clear()
+            if text:
+                self._stream.write(text)
+            self._stream.flush()
+
+
 def _run(
     request: dict[str, Any], options: RunOptions, as_json: bool, quiet: bool
 ) -> dict[str, Any]:
     spec = parse_request(request)  # RequestInvalid before anything is shown or started
-    log_console = Console(file=sys.stderr if as_json else sys.stdout, highlight=False)
     multi_host = len(spec.resources.hosts()) > 1
-
-    def log_sink(host: str, line: str) -> None:
-        prefix = f"[{host}] " if multi_host else ""
-        log_console.out(prefix + line, highlight=False)
+    log_sink = LogEcho(sys.stderr if as_json else sys.stdout, prefix_hosts=multi_host)
 
     def notice(message: str) -> None:
         if not quiet:

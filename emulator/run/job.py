@@ -92,7 +92,9 @@ class TrainingJob:
         self.s3 = effective_s3_settings(options.s3, options.region)
         self.store = JobStore(options.home)
         self.record = JobRecord(spec, spec.arn(self.region))
-        self.logs = JobLogs(self.store, spec.name, spec.metric_definitions, options.log_sink)
+        self.logs = JobLogs(
+            self.store, spec.name, spec.metric_definitions, options.log_sink, options.notice
+        )
         self.hosts = spec.resources.hosts()
         self.interrupted = False
         self.resources: dict[str, HostResources] = {}
@@ -255,8 +257,10 @@ class TrainingJob:
         cleanup: ExitStack,
     ) -> Outcome:
         """One container per host, run to the job's end under the completion rule."""
-        # Log readers end when their container is removed: wait for them only after that.
-        cleanup.callback(self.logs.wait)
+        # After an error or an interrupt: the containers are removed first (their output
+        # ends), then the log readers stop, saying what they did not pass on. On the way to
+        # the end, ``logs.wait`` below has read every host's output before any removal.
+        cleanup.callback(self.logs.close)
         containers = [
             self._create_container(engine, layout, network, staged.mounts, cleanup)
             for layout in layouts
@@ -268,9 +272,8 @@ class TrainingJob:
         staged.stager.start_feeding()
         staged.checkpoints.start()
         ended = self._supervise(containers, layouts)
-        self.logs.wait()
-        for problem in self.logs.problems():
-            self.options.notice(problem)
+        self.logs.wait()  # no fixed timeout: every line reaches the file, metrics and sink
+        ended = _with_lost_output(ended, self.logs.lost())
         feeding_failures = staged.stager.stop_feeding()
         if feeding_failures and ended.status == "Completed":
             # The container saw a truncated channel: SageMaker fails such a job on its side.
@@ -355,3 +358,15 @@ class TrainingJob:
 
     def _save(self) -> None:
         self.store.update(self.record.describe())
+
+
+def _with_lost_output(ended: Outcome, lost: list[str]) -> Outcome:
+    """Output that could not be kept goes into the FailureReason: never a silent Completed
+    (a Completed job becomes Failed; another keeps its status and gets the line added)."""
+    if not lost:
+        return ended
+    message = f"InternalServerError: {'; '.join(lost)}"
+    if ended.status == "Completed":
+        return Outcome.failed(message)
+    reason = f"{ended.reason}; {message}" if ended.reason else message
+    return Outcome(ended.status, ended.secondary, reason)
