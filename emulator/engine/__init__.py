@@ -4,6 +4,7 @@ errors.py     the one table translating docker-py/requests errors into EmulatorE
 labels.py     the labels (job, host, owner pid) of every container and network
 network.py    job networks: subnet choice, fixed addresses, /etc/hosts, removal
 container.py  one host's container, its plan, its output, how it ended
+archive.py    reading a directory as the engine (root) does, for files a root container wrote
 docker.py     DockerEngine: the client, images, GPUs, CPUs, creating containers
 reaper.py     removing the resources of emulator processes that are gone (prune)
 """

@@ -8,7 +8,8 @@ UTS, user) and get no added capabilities.
 
 Root-owned leftovers: ``remove_as_root`` deletes what a root training container wrote into a
 work dir through a short-lived root container of the job's own image (always local), for an
-emulator run by a non-root user of the Docker group.
+emulator run by a non-root user of the Docker group; ``read_tree_as_root`` reads such files
+(a tar stream from the engine, ``archive.py``) so that they can be packed.
 
 GPUs: a host's GPUs are asked for with a Docker device request (driver capability ``gpu``).
 The engine can honour that when it lists an ``nvidia`` runtime (``docker info``), or, for an
@@ -23,11 +24,12 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import docker
 import docker.types
 
+from emulator.engine.archive import read_tree
 from emulator.engine.container import (
     EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
@@ -196,6 +198,17 @@ class DockerEngine:
             if code == 0:
                 return True
         return False
+
+    def read_tree_as_root(self, image: str, host_dir: Path, job: str, into: IO[bytes]) -> bool:
+        """Write a tar of ``host_dir`` (a directory of this machine) into ``into``, read by the
+        engine as root through a never-started container of ``image`` labelled with ``job``
+        (``archive.py``): files a root training container kept to itself are in it too.
+        Returns False, writing nothing, when the engine is not on this machine (its bind
+        mounts would name another machine's paths); EnvironmentProblem when it fails."""
+        if not _local_engine():
+            return False
+        read_tree(self.api, image, host_dir, job, into)
+        return True
 
     def _run_as_root(
         self, image: str, entrypoint: list[str], host_config: dict[str, Any], job: str

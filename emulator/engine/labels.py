@@ -14,7 +14,8 @@ from typing import Any
 LABEL_JOB = "sagemaker-emulator.run.job"
 LABEL_HOST = "sagemaker-emulator.host"
 LABEL_PID = "sagemaker-emulator.pid"
-LABEL_CLEANUP = "sagemaker-emulator.cleanup"  # marks the root container removing a work dir
+# Marks a helper container of the job: removing root-owned files, reading them (archive.py).
+LABEL_CLEANUP = "sagemaker-emulator.cleanup"
 
 
 def job_labels(job: str) -> dict[str, str]:

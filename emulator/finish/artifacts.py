@@ -8,17 +8,25 @@ Archives hold paths relative to /opt/ml/model (or /opt/ml/output/data), sorted.
 Symlinks are kept as symlinks, to files and to directories alike, and never followed: their
 targets name paths inside the container, and following them on the host would read (or, for
 later hosts, write) the host's own files.
+
+Every file the container wrote is packed or the job fails naming it: files a root container
+kept to itself (an emulator run by a non-root user) are read through the engine, and what
+cannot be read by any means is an ``UnreadableFile`` error (``trees.py``).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import tarfile
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+
+from emulator.finish.trees import RootReader, Tree, UnreadableFile, open_tree
+
+__all__ = ["PackResult", "RootReader", "UnreadableFile", "failure_reason", "merge_tree", "pack"]
 
 FAILURE_REASON_CHARS = 1024
 
@@ -30,17 +38,6 @@ class PackResult:
     clashes: list[str] = field(default_factory=list)  # relative paths written by several hosts
 
 
-def _files_below(root: Path) -> list[str]:
-    """Files and symlinks below ``root`` (symlinked directories are not entered), sorted."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        linked = [name for name in dirnames if os.path.islink(os.path.join(dirpath, name))]
-        for name in sorted([*filenames, *linked]):
-            found.append(Path(dirpath, name).relative_to(root).as_posix())
-    return found
-
-
 class _Merge:
     """The entries of several hosts' trees, first host winning every clash."""
 
@@ -49,12 +46,11 @@ class _Merge:
         self.taken: set[str] = set()  # files and symlinks already merged
         self.directories: set[str] = set()  # their parent directories
 
-    def entries(self, sources: Sequence[Path]) -> Iterator[tuple[Path, str]]:
-        for root in sources:
-            if root.is_dir():
-                for relative in _files_below(root):
-                    if self._claim(relative):
-                        yield root / relative, relative
+    def entries(self, trees: Sequence[Tree]) -> Iterator[tuple[Tree, str]]:
+        for tree in trees:
+            for relative in tree.relatives:
+                if self._claim(relative):
+                    yield tree, relative
 
     def _claim(self, relative: str) -> bool:
         parents = [str(p) for p in PurePosixPath(relative).parents][:-1]  # without '.'
@@ -71,27 +67,35 @@ class _Merge:
         return True
 
 
-def pack(sources: Sequence[Path], archive: Path) -> PackResult:
+def pack(
+    sources: Sequence[Path], archive: Path, read_as_root: RootReader | None = None
+) -> PackResult:
     """Tar and gzip the files below each source directory into ``archive``, first source
-    winning."""
+    winning. Files the emulator cannot read come from ``read_as_root`` (``trees.py``); one
+    that cannot be read that way either raises ``UnreadableFile`` before the archive exists."""
     result = PackResult(archive)
-    with tarfile.open(archive, "w:gz", compresslevel=6) as tar:
-        for source, relative in _Merge(result).entries(sources):
-            tar.add(source, arcname=relative, recursive=False)
+    with ExitStack() as opened:
+        trees = [opened.enter_context(open_tree(s, archive.parent, read_as_root)) for s in sources]
+        with tarfile.open(archive, "w:gz", compresslevel=6) as tar:
+            for tree, relative in _Merge(result).entries(trees):
+                tree.add_to(tar, relative)
     return result
 
 
-def merge_tree(sources: Sequence[Path], destination: Path) -> PackResult:
-    """Copy the files below each source into ``destination`` (uncompressed model output)."""
+def merge_tree(
+    sources: Sequence[Path], destination: Path, read_as_root: RootReader | None = None
+) -> PackResult:
+    """Copy the files below each source into ``destination`` (uncompressed model output),
+    reading them as ``pack`` does. FIFOs, sockets and devices have no uncompressed form: they
+    are not copied."""
     result = PackResult(destination)
-    for source, relative in _Merge(result).entries(sources):
-        target = destination / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_symlink():
-            os.symlink(os.readlink(source), target)
-        elif source.is_file():
-            shutil.copyfile(source, target)
-        # FIFOs, sockets and devices have no uncompressed form: not copied.
+    with ExitStack() as opened:
+        scratch = destination.parent
+        trees = [opened.enter_context(open_tree(s, scratch, read_as_root)) for s in sources]
+        for tree, relative in _Merge(result).entries(trees):
+            target = destination / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tree.copy_to(relative, target)
     return result
 
 

@@ -16,6 +16,10 @@ no symlinks, so they are not uploaded (a notice names them) and never followed.
 
 An OSError while packing or writing (a full disk, an output path that became a file, denied
 access) becomes a SourceError naming the path: the job then ends Failed with a ClientError.
+Files the container wrote that the emulator cannot read (a root container's 0700 directory or
+0600 file, for an emulator run by a non-root user) are read through ``read_as_root`` (the
+engine, as root); one that cannot be read that way either fails the job naming it
+(``artifacts.UnreadableFile``), never a silent omission.
 
 The packing folder is named ``.packing-<pid>-<hex>`` (``storage.local_folder.temporary_name``).
 When it lies in the local output folder, that folder is first noted in the job's work dir
@@ -35,7 +39,7 @@ from pathlib import Path
 
 from emulator.config import S3Settings
 from emulator.errors import SourceError
-from emulator.finish.artifacts import PackResult, merge_tree, pack
+from emulator.finish.artifacts import PackResult, RootReader, merge_tree, pack
 from emulator.request.spec import JobSpec
 from emulator.storage import Location, Upload, location
 from emulator.storage.local_folder import temporary_name
@@ -62,14 +66,16 @@ def publish_artifacts(
     output_dirs: list[Path],
     notice: Notice,
     settings: S3Settings | None = None,
+    read_as_root: RootReader | None = None,
 ) -> str:
     """Pack and write the artifacts of every host; return ModelArtifacts.S3ModelArtifacts.
 
-    ``settings`` reach S3 (None: from the environment)."""
+    ``settings`` reach S3 (None: from the environment); ``read_as_root`` reads a host's tree
+    holding files the emulator may not read (None: such a file fails the job)."""
     uri = job_output_uri(spec)
     try:
         folder = location(uri, settings)
-        failures, artifacts = _publish(spec, folder, model_dirs, output_dirs, notice)
+        failures, artifacts = _publish(spec, folder, model_dirs, output_dirs, notice, read_as_root)
     except OSError as exc:
         path = f" ({exc.filename})" if exc.filename else ""
         raise SourceError(
@@ -88,14 +94,15 @@ def _publish(
     model_dirs: list[Path],
     output_dirs: list[Path],
     notice: Notice,
+    read_as_root: RootReader | None,
 ) -> tuple[dict[str, SourceError], str]:
     """(failures by name, ModelArtifacts.S3ModelArtifacts)."""
     with _packing_dir(folder.scratch_dir(), model_dirs) as staging:
-        output = pack(output_dirs, staging / "output.tar.gz")
+        output = pack(output_dirs, staging / "output.tar.gz", read_as_root)
         _report_clashes(output, "/opt/ml/output/data", notice)
         uploads = [Upload("output.tar.gz", staging / "output.tar.gz", movable=True)]
         if spec.output_compression == "NONE":
-            model = merge_tree(model_dirs, staging / "model")
+            model = merge_tree(model_dirs, staging / "model", read_as_root)
             _report_clashes(model, "/opt/ml/model", notice)
             files = _uncompressed_files(staging / "model", folder.holds_symlinks, notice)
             model_files = [Upload(name, path, movable=True) for name, path in files]
@@ -105,7 +112,7 @@ def _publish(
                 for name, error in folder.replace_folder("model", model_files).items()
             }
             return failures, folder.uri_of("model/")
-        model = pack(model_dirs, staging / "model.tar.gz")
+        model = pack(model_dirs, staging / "model.tar.gz", read_as_root)
         _report_clashes(model, "/opt/ml/model", notice)
         uploads.append(Upload("model.tar.gz", staging / "model.tar.gz", movable=True))
         return folder.upload(uploads), folder.uri_of("model.tar.gz")
@@ -157,11 +164,11 @@ def _scratch_root(model_dirs: list[Path]) -> Path | None:
 
 
 def _uncompressed_files(root: Path, symlinks: bool, notice: Notice) -> list[tuple[str, Path]]:
-    """(relative name, path) of every regular file below ``root``, and of every symlink when
-    the location holds ``symlinks``; else they are reported."""
+    """(relative name, path) of every regular file below ``root`` (the emulator's own copy),
+    and of every symlink when the location holds ``symlinks``; else they are reported."""
     files: list[tuple[str, Path]] = []
     links: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, onerror=_raise):
         dirnames.sort()
         for name in sorted([*filenames, *(d for d in dirnames if Path(dirpath, d).is_symlink())]):
             path = Path(dirpath, name)
@@ -179,6 +186,11 @@ def _uncompressed_files(root: Path, symlinks: bool, notice: Notice) -> list[tupl
             f"CompressionType GZIP keeps them in model.tar.gz): {names}"
         )
     return files
+
+
+def _raise(error: OSError) -> None:
+    """os.walk's error handler: a folder that cannot be listed is an error, never skipped."""
+    raise error
 
 
 def _report_clashes(result: PackResult, area: str, notice: Notice) -> None:

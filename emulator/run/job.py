@@ -193,7 +193,7 @@ class TrainingJob:
         work, layouts, network = self._starting(engine, cleanup)
         staged = self._downloading(channels, work, layouts, cleanup)
         ended = self._training(engine, layouts, network, staged, cleanup)
-        self._uploading(layouts, staged.checkpoints, ended)
+        self._uploading(engine, layouts, staged.checkpoints, ended)
 
     def _starting(
         self, engine: DockerEngine, cleanup: ExitStack
@@ -281,9 +281,15 @@ class TrainingJob:
         return ended
 
     def _uploading(
-        self, layouts: list[HostLayout], checkpoints: CheckpointSync, ended: Outcome
+        self,
+        engine: DockerEngine,
+        layouts: list[HostLayout],
+        checkpoints: CheckpointSync,
+        ended: Outcome,
     ) -> None:
-        """Checkpoints synced a last time; the model and output data packed and written."""
+        """Checkpoints synced a last time; the model and output data packed and written.
+        Files a root container kept to itself (an emulator run by a non-root user) are read
+        through the engine, as root."""
         self._transition("Uploading", "Uploading generated training model")
         checkpoints.finish()
         self.record.model_artifacts = publish.publish_artifacts(
@@ -292,6 +298,9 @@ class TrainingJob:
             [layout.output_data_dir for layout in layouts],
             self.options.notice,
             self.s3,
+            read_as_root=lambda directory, into: deferred(
+                engine.read_tree_as_root, self.spec.image, directory, self.spec.name, into
+            ),
         )
         self.record.finish(ended, self.logs.final_metric_data_list())
 
