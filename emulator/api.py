@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from emulator.cleanup.prune import prune_leftovers
 from emulator.errors import EmulatorError
-from emulator.request.spec import JobSpec
-from emulator.request.validation import validate_request
-from emulator.run.job import run_training_job
-from emulator.run.options import RunOptions
 from emulator.state.store import JobStore, process_alive
+
+if TYPE_CHECKING:
+    from emulator.request.spec import JobSpec
+    from emulator.run.options import RunOptions
+
+# The job runner (docker, boto3), the validator (botocore's model) and prune (docker) are
+# imported by the verbs that use them: `emulator list` or `--version` never pays for them.
 
 RUNNING_STATUSES = ("InProgress", "Stopping")
 
@@ -30,12 +32,16 @@ def run(request: dict[str, Any] | JobSpec, options: RunOptions | None = None) ->
     A job that fails is a result (status Failed, FailureReason); an EmulatorError is raised
     for what must be fixed first (an invalid request, no engine, a missing image or data).
     KeyboardInterrupt stops the job, records it Stopped, cleans up and propagates."""
+    from emulator.run.job import run_training_job
+
     return run_training_job(request, options)
 
 
 def validate(request: object) -> list[str]:
     """Every problem of a CreateTrainingJob request, each ``Path.To.Field: what; fix`` (empty
     when it is valid). Nothing is run or checked on the machine."""
+    from emulator.request.validation import validate_request
+
     return validate_request(request)
 
 
@@ -69,6 +75,8 @@ def prune(*, home: Path | None = None) -> list[str]:
     """Remove what dead emulator runs left behind (containers, networks, work dirs, FastFile
     mounts and their processes) and record their jobs Failed; return what was removed. Live
     emulators' resources are never touched."""
+    from emulator.cleanup.prune import prune_leftovers
+
     return prune_leftovers(JobStore(home))
 
 

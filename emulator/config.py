@@ -24,6 +24,7 @@ DEFAULT_REGION = "us-east-1"
 # The state directory: job records, metric points and log files (state/store.py).
 ENV_HOME = "EMULATOR_HOME"
 APP_DIR = "sagemaker-emulator"
+ENV_CACHE = "EMULATOR_CACHE"
 
 RetryMode = Literal["standard", "adaptive", "legacy"]
 
@@ -126,6 +127,16 @@ def _check_endpoint_url(endpoint_url: str) -> None:
             f"S3 endpoint URL {endpoint_url!r} must start with http:// or https:// "
             "(for example http://127.0.0.1:8333)"
         )
+
+
+def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Derived data worth keeping between runs (the compiled request schema): EMULATOR_CACHE,
+    else $XDG_CACHE_HOME/sagemaker-emulator, else ~/.cache/sagemaker-emulator."""
+    env = os.environ if environ is None else environ
+    if env.get(ENV_CACHE):
+        return Path(env[ENV_CACHE]).expanduser()
+    cache = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / APP_DIR
 
 
 def default_home(environ: Mapping[str, str] | None = None) -> Path:

@@ -15,11 +15,17 @@ the walk checks in place of the model's pattern.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+import os
 from dataclasses import dataclass, field
-from typing import cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
-import botocore.session
-from botocore.model import ListShape, MapShape, Shape, StringShape, StructureShape
+from emulator.config import cache_dir
+
+if TYPE_CHECKING:
+    from botocore.model import Shape
 
 __all__ = [
     "EXTRA_ENUM_VALUES",
@@ -61,6 +67,8 @@ class Node:
 def compile_shape(shape: Shape, memo: dict[str, Node]) -> Node:
     """``shape`` as a ``Node`` tree, with the local additions; ``memo`` maps shape names to
     the nodes compiled so far (pass ``{}``)."""
+    from botocore.model import ListShape, MapShape, StringShape, StructureShape
+
     # Memoized by shape name: shared shapes compile once and recursive shapes terminate.
     if shape.name in memo:
         return memo[shape.name]
@@ -88,8 +96,80 @@ def compile_shape(shape: Shape, memo: dict[str, Node]) -> Node:
 
 @functools.cache
 def schema() -> Node:
-    """The input shape of CreateTrainingJob (loading the model takes ~0.3 s, so once)."""
+    """The input shape of CreateTrainingJob. Loading botocore's model takes ~0.3 s, so the
+    compiled tree is kept in the cache dir, one file per botocore version (and data path)."""
+    cache = _cache_file()
+    try:
+        return _from_json(json.loads(cache.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no cache yet, or one we cannot read: compile, then try to keep it
+    node = _compile_from_botocore()
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_name(f".{cache.name}.{os.getpid()}")
+        partial.write_text(json.dumps(_to_json(node)))
+        partial.replace(cache)  # atomic: a concurrent reader sees all or nothing
+    except OSError:
+        pass  # a read-only cache dir only costs the 0.3 s next time
+    return node
+
+
+def _compile_from_botocore() -> Node:
+    import botocore.session
+
     model = botocore.session.get_session().get_service_model("sagemaker")
     shape = model.operation_model(OPERATION).input_shape
     assert shape is not None, f"botocore's model has no input for {OPERATION}"
     return compile_shape(shape, {})
+
+
+def _cache_file() -> Path:
+    import botocore
+
+    key = f"{botocore.__version__}-{os.environ.get('AWS_DATA_PATH', '')}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return cache_dir() / f"create-training-job-schema-{_FORMAT}-{digest}.json"
+
+
+_FORMAT = 1  # bump when Node or the local additions change
+_FIELDS = ("kind", "name", "min", "max", "pattern")
+
+
+def _to_json(root: Node) -> dict[str, Any]:
+    """Nodes by shape name (shared and recursive shapes appear once), children by name."""
+    shapes: dict[str, dict[str, Any]] = {}
+    pending = [root]
+    while pending:
+        node = pending.pop()
+        if node.name in shapes:
+            continue
+        entry: dict[str, Any] = {key: getattr(node, key) for key in _FIELDS}
+        entry["enum"] = list(node.enum)
+        entry["required"] = list(node.required)
+        entry["members"] = {key: child.name for key, child in node.members.items()}
+        for key in ("member", "key", "value"):
+            child = getattr(node, key)
+            entry[key] = child.name if child is not None else None
+        shapes[node.name] = entry
+        pending.extend(node.members.values())
+        pending.extend(c for c in (node.member, node.key, node.value) if c is not None)
+    return {"root": root.name, "shapes": shapes}
+
+
+def _from_json(data: dict[str, Any]) -> Node:
+    shapes: dict[str, dict[str, Any]] = data["shapes"]
+    nodes = {
+        name: Node(
+            **{key: entry[key] for key in _FIELDS},
+            enum=tuple(entry["enum"]),
+            required=tuple(entry["required"]),
+        )
+        for name, entry in shapes.items()
+    }
+    for name, entry in shapes.items():
+        node = nodes[name]
+        node.members = {key: nodes[child] for key, child in entry["members"].items()}
+        for key in ("member", "key", "value"):
+            if entry[key] is not None:
+                setattr(node, key, nodes[entry[key]])
+    return nodes[data["root"]]
