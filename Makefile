@@ -13,7 +13,7 @@ help:
 	@echo "make test    run the whole test suite against the real engine"
 	@echo "make engine  install and start a Docker engine if none answers (root + apt)"
 	@echo "make images  build the offline images (busybox, probe, python, demo)"
-	@echo "make lint    ruff + mypy"
+	@echo "make lint    ruff, mypy and the import contracts"
 	@echo "make bench   benchmarks, with ratios against baselines measured in the same run"
 
 venv: $(STAMP)
@@ -36,7 +36,7 @@ test: images
 	$(BIN)/pytest -q tests
 
 test-fast: venv
-	$(BIN)/pytest -q tests -m "not docker"
+	$(BIN)/pytest -q tests/unit
 
 lint: venv
 	$(BIN)/ruff check emulator tests containers benchmarks

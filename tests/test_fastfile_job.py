@@ -37,6 +37,7 @@ import pytest
 from emulator.engine import LABEL_JOB
 from emulator.stage.fastfile.mount import FSTYPE, find_stale_mounts, force_unmount, read_mounts
 from emulator.state.store import JobStore
+from tests.fixtures.cli import EMULATOR, start_cli_job
 from tests.fixtures.jobs import (
     JobRunner,
     channel,
@@ -45,7 +46,6 @@ from tests.fixtures.jobs import (
     unique_name,
 )
 from tests.fixtures.s3 import S3Server
-from tests.test_lifecycle import EMULATOR, start_cli_job
 
 pytestmark = [pytest.mark.docker, pytest.mark.fuse, pytest.mark.timeout(90)]
 

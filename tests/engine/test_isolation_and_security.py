@@ -9,7 +9,6 @@ import http.server
 import ipaddress
 import os
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,12 +18,11 @@ import docker
 import pytest
 
 from emulator.errors import RequestInvalid
-from emulator.plan.safety import exposes, sensitive_paths
 from emulator.state.store import JobStore
+from tests.fixtures.cli import EMULATOR
 from tests.fixtures.inspect import inspecting_sink
 from tests.fixtures.jobs import PROBE, JobRunner, channel, unique_name
 
-EMULATOR = [sys.executable, "-m", "emulator"]
 MakeFiles = Callable[[dict[str, bytes]], Path]
 
 
@@ -41,9 +39,6 @@ def shell(script: str, **environment: str) -> dict[str, Any]:
         },
         "Environment": {"SCRIPT": script, **environment},
     }
-
-
-# -- network isolation --------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -122,9 +117,6 @@ def test_network_isolation_cuts_the_way_out_but_not_between_hosts(
     assert len(clients) == (0 if isolated else 2)
 
 
-# -- security defaults --------------------------------------------------------------------
-
-
 @pytest.mark.docker
 def test_containers_are_unprivileged_in_no_host_namespace_with_fastfile_read_only(
     jobs: JobRunner, make_files: MakeFiles
@@ -161,55 +153,9 @@ def test_containers_are_unprivileged_in_no_host_namespace_with_fastfile_read_onl
         assert not [m for m in attrs["Mounts"] if "docker.sock" in m["Source"]]
 
 
-# -- sensitive host paths -----------------------------------------------------------------
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A home directory with credentials, as the user's."""
-    home = tmp_path / "home-dir"
-    (home / ".ssh").mkdir(parents=True)
-    (home / ".ssh" / "id_ed25519").write_text("PRIVATE KEY")
-    (home / ".aws").mkdir()
-    (home / ".aws" / "credentials").write_text("[default]\naws_secret_access_key = x\n")
-    monkeypatch.setenv("HOME", str(home))
-    return home
-
-
-@pytest.mark.parametrize(
-    ("location", "secret"),
-    [
-        ("~/.ssh", "~/.ssh"),
-        ("~/.ssh/id_ed25519", "~/.ssh"),
-        ("~", "~/.aws"),  # a parent exposes what it holds
-        ("~/.aws", "~/.aws"),
-        ("/etc", "/etc"),
-        ("/etc/ssl", "/etc"),
-        ("/", "/etc"),
-        ("/var/run/docker.sock", "/var/run/docker.sock"),
-        ("/run", "/run/docker.sock"),
-        ("/proc/self", "/proc"),
-    ],
-)
-def test_sensitive_paths_inside_and_above_are_recognised(
-    home: Path, location: str, secret: str
-) -> None:
-    found = exposes(Path(os.path.expanduser(location)), sensitive_paths())
-    assert found is not None
-    if secret.startswith("~"):
-        assert found == Path(os.path.expanduser(secret))
-    elif location != "/":
-        assert found in (Path(secret), Path(os.path.realpath(secret)))
-
-
-@pytest.mark.parametrize("location", ["~/project/data", "/srv/data", "/var/tmp/x", "/opt/ml-data"])
-def test_ordinary_paths_are_not_sensitive(home: Path, location: str) -> None:
-    assert exposes(Path(os.path.expanduser(location)), sensitive_paths()) is None
-
-
-def linked_to_key(make_files: MakeFiles, home: Path) -> Path:
+def linked_to_key(make_files: MakeFiles, user_home: Path) -> Path:
     data = make_files({"ok.txt": b"ok"})
-    (data / "key").symlink_to(home / ".ssh" / "id_ed25519")
+    (data / "key").symlink_to(user_home / ".ssh" / "id_ed25519")
     return data
 
 
@@ -228,12 +174,12 @@ def linked_to_key(make_files: MakeFiles, home: Path) -> Path:
     ],
 )
 def test_sensitive_host_paths_are_refused_before_anything_exists(
-    jobs: JobRunner, home: Path, make_files: MakeFiles, case: str, field: str, secret: str
+    jobs: JobRunner, user_home: Path, make_files: MakeFiles, case: str, field: str, secret: str
 ) -> None:
     members: dict[str, Any] = {}
     channel_at = {
-        "channel-ssh": home / ".ssh",
-        "channel-home": home,
+        "channel-ssh": user_home / ".ssh",
+        "channel-home": user_home,
         "channel-etc": Path("/etc"),
         "channel-root": Path("/"),
         "channel-docker-socket": Path("/var/run/docker.sock"),
@@ -241,11 +187,11 @@ def test_sensitive_host_paths_are_refused_before_anything_exists(
     if case in channel_at:
         members["InputDataConfig"] = [channel("train", channel_at[case])]
     elif case == "channel-link-to-key":
-        members["InputDataConfig"] = [channel("train", linked_to_key(make_files, home))]
+        members["InputDataConfig"] = [channel("train", linked_to_key(make_files, user_home))]
     elif case == "checkpoint-aws":
-        members["CheckpointConfig"] = {"S3Uri": f"file://{home / '.aws'}"}
+        members["CheckpointConfig"] = {"S3Uri": f"file://{user_home / '.aws'}"}
     else:
-        members["OutputDataConfig"] = {"S3OutputPath": str(home)}
+        members["OutputDataConfig"] = {"S3OutputPath": str(user_home)}
     request = jobs.request(**members)
     with pytest.raises(RequestInvalid) as refused:
         jobs.run(request)
@@ -259,24 +205,26 @@ def test_sensitive_host_paths_are_refused_before_anything_exists(
 
 @pytest.mark.docker
 def test_sensitive_paths_are_used_when_allowed(
-    jobs: JobRunner, home: Path, make_files: MakeFiles
+    jobs: JobRunner, user_home: Path, make_files: MakeFiles
 ) -> None:
-    request = jobs.request(InputDataConfig=[channel("train", linked_to_key(make_files, home))])
+    request = jobs.request(InputDataConfig=[channel("train", linked_to_key(make_files, user_home))])
     record = jobs.run(request, allow_sensitive_paths=True)
     assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
     assert "./train/key" in jobs.probe(record, "data.sha256")
 
 
 @pytest.mark.docker
-def test_the_cli_refuses_a_sensitive_channel_unless_allowed(jobs: JobRunner, home: Path) -> None:
+def test_the_cli_refuses_a_sensitive_channel_unless_allowed(
+    jobs: JobRunner, user_home: Path
+) -> None:
     env = {
         **os.environ,
-        "HOME": str(home),
+        "HOME": str(user_home),
         "EMULATOR_HOME": str(jobs.home),
         "TMPDIR": str(jobs.work_root),
     }
     command = [*EMULATOR, "run", "--quiet", "--image", PROBE, "--output", str(jobs.output)]
-    command += ["--channel", f"train={home / '.aws'}"]
+    command += ["--channel", f"train={user_home / '.aws'}"]
     refused = subprocess.run(
         [*command, "--job-name", unique_name()], env=env, capture_output=True, text=True
     )

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,15 +16,10 @@ import pytest
 
 from emulator.errors import EnvironmentProblem, SourceError
 from emulator.state.store import JobStore
-from tests.fixtures.jobs import PROBE, JobRunner, channel, unique_name
+from tests.fixtures.cli import EMULATOR, probe_env, start_cli_job, wait_for_status
+from tests.fixtures.jobs import PROBE, JobRunner, channel
 
 pytestmark = pytest.mark.docker
-
-EMULATOR = [sys.executable, "-m", "emulator"]
-
-
-def probe_env(**env: str) -> dict[str, str]:
-    return {f"PROBE_{key.upper()}": value for key, value in env.items()}
 
 
 def test_a_failing_algorithm_reports_its_failure_file_and_exit_code(jobs: JobRunner) -> None:
@@ -151,46 +145,6 @@ def test_stop_from_another_process_stops_the_job(jobs: JobRunner) -> None:
     assert (record["TrainingJobStatus"], record["SecondaryStatus"]) == ("Stopped", "Stopped")
     assert jobs.model(record)["on-term"] == b"saved\n"
     assert jobs.leftovers(name) == []
-
-
-def wait_for_status(home: Path, name: str, status: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if JobStore(home).get(name)["SecondaryStatus"] == status:
-                return
-        except Exception:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{name} never reached {status}")
-
-
-def start_cli_job(jobs: JobRunner, *flags: str) -> tuple[subprocess.Popen[str], str]:
-    name = unique_name("cli")
-    env = {**os.environ, "EMULATOR_HOME": str(jobs.home), "TMPDIR": str(jobs.work_root)}
-    command = [
-        *EMULATOR,
-        "run",
-        "--image",
-        PROBE,
-        "--job-name",
-        name,
-        "--output",
-        str(jobs.output),
-        "--env",
-        "PROBE_SLEEP=120",
-        "--env",
-        "PROBE_TRAP_TERM=1",
-        "--stop-grace",
-        "5",
-        *flags,
-    ]
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    wait_for_status(jobs.home, name, "Training")
-    time.sleep(0.5)  # let the container start its sleep
-    return process, name
 
 
 @pytest.mark.parametrize(

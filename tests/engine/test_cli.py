@@ -7,83 +7,19 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
-import sys
-import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import botocore.session
-import docker
 import pytest
-from click.testing import CliRunner, Result
 
-from emulator.cli.main import main
-from emulator.engine import LABEL_JOB
-from emulator.run.workdir import WORK_DIR_PREFIX
-from emulator.state.store import JobStore
-from tests.fixtures.jobs import PROBE, channel, probe_request, read_archive, unique_name
+from tests.fixtures.cli import EMULATOR, leftovers, probe_env
+from tests.fixtures.cli_runner import _DESCRIBE, Cli, assert_usage_error
+from tests.fixtures.jobs import PROBE, channel, probe_request, unique_name
 
-EMULATOR = [sys.executable, "-m", "emulator"]
-_DESCRIBE = (
-    botocore.session.get_session()
-    .get_service_model("sagemaker")
-    .operation_model("DescribeTrainingJob")
-    .output_shape
-)
 assert _DESCRIBE is not None
+
+
 DESCRIBE = _DESCRIBE
-
-
-@dataclass
-class Cli:
-    """The CLI run with its own state dir; ``output`` is where jobs put their artifacts."""
-
-    root: Path
-    home: Path
-    output: Path
-
-    def __call__(self, *args: str, input: str | None = None) -> Result:
-        return CliRunner().invoke(main, list(args), input=input, catch_exceptions=False)
-
-    def request_file(self, directory: Path | None = None, **members: Any) -> Path:
-        path = (directory or self.root) / f"{unique_name('request')}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(probe_request(self.output, **members)))
-        return path
-
-    def artifacts(self, job: str, output: Path | None = None) -> dict[str, dict[str, bytes]]:
-        folder = (output or self.output) / job / "output"
-        return {name: read_archive(folder / name) for name in ("model.tar.gz", "output.tar.gz")}
-
-
-@pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cli]:
-    monkeypatch.setenv("EMULATOR_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("COLUMNS", "80")
-    (tmp_path / "output").mkdir()
-    term = signal.getsignal(signal.SIGTERM)
-    yield Cli(tmp_path, tmp_path / "home", tmp_path / "output")
-    signal.signal(signal.SIGTERM, term)  # `run` installs its own handler
-
-
-def probe_env(**env: str) -> dict[str, str]:
-    return {f"PROBE_{key.upper()}": value for key, value in env.items()}
-
-
-def leftovers(job: str) -> list[str]:
-    client = docker.from_env()
-    try:
-        selector: dict[str, str | list[str] | bool] = {"label": f"{LABEL_JOB}={job}"}
-        found = [f"container {c.name}" for c in client.containers.list(all=True, filters=selector)]
-        found += [f"network {n.name}" for n in client.networks.list(filters=selector)]
-    finally:
-        client.close()
-    temp = Path(tempfile.gettempdir())
-    return found + [f"work dir {p}" for p in temp.glob(f"{WORK_DIR_PREFIX}{job}-*")]
 
 
 def assert_describe_shaped(record: dict[str, Any]) -> None:
@@ -96,177 +32,6 @@ def assert_describe_shaped(record: dict[str, Any]) -> None:
     for metric in record["FinalMetricDataList"]:
         assert set(metric) == {"MetricName", "Value", "Timestamp"}
         assert isinstance(metric["Value"], float)
-
-
-# -- mistakes of the user: exit 2, one clear message, no traceback --------------------------
-
-
-def assert_usage_error(result: Result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    assert result.stdout == ""
-    assert "Traceback" not in result.output
-    assert result.stderr.startswith("error: ")
-    for fragment in fragments:
-        assert fragment in result.stderr, result.stderr
-
-
-def test_an_invalid_request_names_each_problem_with_its_path(cli: Cli) -> None:
-    path = cli.request_file(
-        TrainingJobName="not_valid!",
-        RoleArn="admin",
-        StoppingCondition={"MaxRuntimeInSeconds": 0},
-    )
-    for command in ("run", "validate"):
-        result = cli(command, str(path))
-        assert_usage_error(
-            result,
-            "The training job request is invalid (3 problems):",
-            "  - TrainingJobName: must match the pattern [a-zA-Z0-9](-*[a-zA-Z0-9]){0,62} "
-            '(got "not_valid!")',
-            "  - RoleArn: must be at least 20 characters long",
-            "  - StoppingCondition.MaxRuntimeInSeconds: ",
-        )
-
-
-@pytest.mark.parametrize(
-    ("args", "fragments"),
-    [
-        (["run", "missing.json"], ["Cannot read the request file missing.json: No such file"]),
-        (["validate", "missing.json"], ["Cannot read the request file missing.json: No such file"]),
-        (
-            ["run", "{broken}"],
-            ["not valid JSON: Expecting property name enclosed in double quotes"],
-        ),
-        (["validate", "{broken}"], ["not valid JSON: Expecting property name"]),
-        (["run", "[list]"], ["(request file [list]): must be a JSON object"]),
-        (["run"], ["give a REQUEST.json or at least --image"]),
-        (["run", "--image", PROBE, "--env", "NO_VALUE"], ["--env 'NO_VALUE': expected NAME=VALUE"]),
-        (["run", "--image", PROBE, "--channel", "=/data"], ["--channel '=/data': expected NAME="]),
-        (["describe", "no-such-job"], ["No training job named 'no-such-job'", "emulator list"]),
-        (["stop", "no-such-job"], ["No training job named 'no-such-job'"]),
-    ],
-    ids=[
-        "run-no-file",
-        "validate-no-file",
-        "run-malformed-json",
-        "validate-malformed-json",
-        "run-not-an-object",
-        "run-nothing",
-        "bad-env-pair",
-        "bad-channel-pair",
-        "describe-unknown",
-        "stop-unknown",
-    ],
-)
-def test_mistakes_exit_2_with_a_clear_message(
-    cli: Cli, monkeypatch: pytest.MonkeyPatch, args: list[str], fragments: list[str]
-) -> None:
-    monkeypatch.chdir(cli.root)
-    (cli.root / "{broken}").write_text("{'single quotes': 1}")
-    (cli.root / "[list]").write_text("[]")
-    assert_usage_error(cli(*args), *fragments)
-
-
-@pytest.mark.parametrize(
-    ("members", "flags", "fragment"),
-    [
-        ({"ResourceConfig": "ml.m5.large"}, ["--instance-type", "local"], "ResourceConfig: must"),
-        ({"ResourceConfig": None}, ["--instance-count", "2"], "ResourceConfig: "),
-        ({"OutputDataConfig": ["x"]}, ["--output", "out"], "OutputDataConfig: must"),
-        ({"StoppingCondition": 60}, ["--max-runtime", "60"], "StoppingCondition: must"),
-        ({"HyperParameters": "a=1"}, ["--hyperparameter", "b=2"], "HyperParameters: must"),
-        ({"Environment": ["A=1"]}, ["--env", "B=2"], "Environment: must"),
-        ({"AlgorithmSpecification": "x"}, ["--image", PROBE], "AlgorithmSpecification: must"),
-        (
-            {"ResourceConfig": {"InstanceGroups": [{"InstanceCount": "2"}]}},
-            [],
-            "ResourceConfig.InstanceGroups[0].InstanceCount: must be an integer",
-        ),
-        (
-            {"ResourceConfig": {"InstanceGroups": [{"InstanceCount": None}, "g"]}},
-            [],
-            "ResourceConfig.InstanceGroups[1]: must be an object",
-        ),
-        ({"ResourceConfig": {"InstanceCount": [2]}}, [], "ResourceConfig.InstanceCount: must"),
-    ],
-    ids=[
-        "resources-string",
-        "resources-null",
-        "output-list",
-        "stopping-number",
-        "hyperparameters-string",
-        "environment-list",
-        "algorithm-string",
-        "group-count-string",
-        "group-junk",
-        "count-list",
-    ],
-)
-def test_malformed_requests_exit_2_without_a_traceback(
-    cli: Cli, members: dict[str, Any], flags: list[str], fragment: str
-) -> None:
-    path = cli.request_file(**members)
-    assert_usage_error(cli("run", str(path), *flags), fragment)
-
-
-@pytest.mark.parametrize("grace", ["-1", "nan", "inf", "-inf", "NaN", "1e400", "soon"])
-def test_stop_grace_must_be_a_finite_number_of_seconds(cli: Cli, grace: str) -> None:
-    result = cli("run", "--image", PROBE, "--stop-grace", grace)
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    assert "Invalid value for '--stop-grace'" in result.stderr, result.stderr
-
-
-def create_job_in_another_process(home: Path, name: str) -> None:
-    """A running job whose emulator process has since ended (killed, say)."""
-    code = (
-        "import sys; from pathlib import Path; from emulator.state.store import JobStore; "
-        "JobStore(Path(sys.argv[1])).create("
-        "{'TrainingJobName': sys.argv[2], 'TrainingJobStatus': 'InProgress'})"
-    )
-    subprocess.run([sys.executable, "-c", code, str(home), name], check=True)
-
-
-def test_stop_refuses_a_job_whose_emulator_is_gone(cli: Cli) -> None:
-    create_job_in_another_process(cli.home, "orphan")
-    assert_usage_error(
-        cli("stop", "orphan"),
-        "the emulator process running training job 'orphan'",
-        "is gone",
-        "emulator prune",
-    )
-    assert not JobStore(cli.home).stop_requested("orphan")
-
-
-def test_stop_requests_a_stop_of_a_job_whose_emulator_lives(cli: Cli) -> None:
-    JobStore(cli.home).create({"TrainingJobName": "live", "TrainingJobStatus": "InProgress"})
-    result = cli("stop", "live")
-    assert result.exit_code == 0, result.output
-    assert "Stop requested for live" in result.stdout
-    assert JobStore(cli.home).stop_requested("live")
-    assert JobStore(cli.home).owner_pid("live") == os.getpid()
-
-
-def test_validate_accepts_a_valid_request(cli: Cli) -> None:
-    path = cli.request_file()
-    result = cli("validate", str(path))
-    assert result.exit_code == 0, result.output
-    assert result.stdout == f"{path}: valid CreateTrainingJob request\n"
-
-
-def test_validate_reads_stdin(cli: Cli) -> None:
-    result = cli("validate", "-", input=json.dumps(probe_request(cli.output)))
-    assert result.exit_code == 0, result.output
-
-
-def test_an_empty_state_dir_lists_no_jobs(cli: Cli) -> None:
-    assert json.loads(cli("list", "--json").stdout) == {"TrainingJobSummaries": []}
-    result = cli("list")
-    assert result.exit_code == 0
-    assert result.stdout.split() == ["name", "status", "secondary", "status", "created"]
-
-
-# -- jobs on the real engine ---------------------------------------------------------------
 
 
 @pytest.mark.docker

@@ -9,7 +9,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -21,12 +20,12 @@ import pytest
 
 from emulator.errors import RequestInvalid, SourceError
 from emulator.state.store import JobStore
+from tests.fixtures.cli import EMULATOR
 from tests.fixtures.jobs import PROBE, JobRunner, channel, sha256sums, unique_name
 from tests.fixtures.s3 import S3Server, free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.s3]
 
-EMULATOR = [sys.executable, "-m", "emulator"]
 MANY = 1020  # more than one ListObjectsV2 page
 
 

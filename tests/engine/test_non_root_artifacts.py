@@ -20,21 +20,13 @@ from typing import Any
 import pytest
 
 from emulator.finish.artifacts import pack
+from tests.fixtures.cli import leftovers
 from tests.fixtures.jobs import PROBE, probe_request
+from tests.fixtures.nonroot import Python, User, needs_root_tools
 from tests.fixtures.s3 import S3Server
-from tests.test_non_root import (  # the real non-root user and its fixtures
-    User,
-    docker_socket_for_group,
-    labelled,
-    python,
-    user,
-)
-from tests.test_non_root import pytestmark as non_root_mark
 
-pytestmark = non_root_mark
-__all__ = ["docker_socket_for_group", "python", "user"]  # fixtures, used by name
+pytestmark = needs_root_tools
 
-Python = tuple[list[str], dict[str, str]]
 
 # Run in each area by a root container: what strict programs leave (names of Environment values
 # S0.., each at most 512 characters, joined and evaluated by the entrypoint).
@@ -134,7 +126,7 @@ def run_job(user: User, python: Python, request: dict[str, Any], env: dict[str, 
     assert result.returncode == 0, result.stdout + result.stderr
     record = json.loads(result.stdout)
     assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
-    assert labelled(request["TrainingJobName"]) == []  # the reading containers are gone too
+    assert leftovers(request["TrainingJobName"], user.tmp) == []  # reading containers too
     return record, result.stderr
 
 

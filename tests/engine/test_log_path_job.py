@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,11 +13,11 @@ from typing import Any
 import pytest
 
 from emulator.state.store import JobStore
+from tests.fixtures.cli import EMULATOR
 from tests.fixtures.jobs import PYTHON, JobRunner, unique_name
 
 pytestmark = pytest.mark.docker
 
-EMULATOR = [sys.executable, "-m", "emulator"]
 LOSS = [{"Name": "loss", "Regex": "loss=([0-9]+)"}]
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +18,9 @@ from emulator.request.build import Overrides, build_request
 from emulator.request.nesting import MAX_DEPTH
 from emulator.request.schema import Node, schema
 from emulator.request.validation import parse_request, validate_request
+from tests.fixtures.cli import EMULATOR
 
-MINIMAL = Path(__file__).parent / "data" / "requests" / "minimal.json"
-EMULATOR = [sys.executable, "-m", "emulator"]
+MINIMAL = Path(__file__).parents[1] / "data" / "requests" / "minimal.json"
 DOT = (
     'InputDataConfig[0].ChannelName: "." cannot name a channel: its directory '
     "/opt/ml/input/data/. would be the data directory itself (/opt/ml/input/data); use another "

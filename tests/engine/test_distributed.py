@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -18,11 +17,11 @@ from typing import Any
 import pytest
 
 from emulator.state.store import JobStore
+from tests.fixtures.cli import EMULATOR
 from tests.fixtures.jobs import PROBE, JobRunner, channel, unique_name
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(120)]
 
-EMULATOR = [sys.executable, "-m", "emulator"]
 MakeFiles = Callable[[dict[str, bytes]], Path]
 SCRIPT_PARTS = 5  # Environment values are at most 512 characters: scripts travel in parts
 

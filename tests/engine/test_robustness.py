@@ -25,13 +25,10 @@ from emulator.run.signals import deferred
 from emulator.run.supervisor import StopCause, Supervisor, outcome
 from emulator.state.store import JobStore
 from emulator.storage.local import LocalSource
+from tests.fixtures.cli import probe_env
 from tests.fixtures.jobs import PROBE, JobRunner, channel, unique_name
 
 pytestmark = pytest.mark.docker
-
-
-def probe_env(**env: str) -> dict[str, str]:
-    return {f"PROBE_{key.upper()}": value for key, value in env.items()}
 
 
 def _plan(job: str, host: str, network: str, **members: Any) -> ContainerPlan:

@@ -32,7 +32,7 @@ from emulator.request.spec import (
 from emulator.request.validation import parse_request, validate_request
 from emulator.request.walk import check
 
-REQUESTS = Path(__file__).parent / "data" / "requests"
+REQUESTS = Path(__file__).parents[1] / "data" / "requests"
 DELETE = object()  # as an edit value: remove the member
 
 

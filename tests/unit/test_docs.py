@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from emulator.cli.main import main
 
-README = Path(__file__).parent.parent / "README.md"
+README = Path(__file__).parents[2] / "README.md"
 
 
 def help_text(*command: str) -> str:

@@ -11,7 +11,6 @@ import gc
 import os
 import socket
 import subprocess
-import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -23,8 +22,8 @@ from emulator.cleanup.prune import prune_leftovers
 from emulator.engine import DockerEngine
 from emulator.errors import EnvironmentProblem
 from emulator.state.store import JobStore
+from tests.fixtures.cli import EMULATOR
 
-EMULATOR = [sys.executable, "-m", "emulator"]
 DIGEST = "sha256:" + "0" * 64
 ENGINE_GONE = (
     r"The Docker engine failed to (list its containers|remove container|list its networks)"

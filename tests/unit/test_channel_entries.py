@@ -19,7 +19,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +27,11 @@ import pytest
 
 from emulator.errors import SourceError
 from emulator.storage.local import LocalSource, Skipped
-from tests.fixtures.jobs import PROBE, JobRunner, channel, probe_request
-from tests.test_non_root import (  # noqa: F401  (fixtures: a real non-root docker user)
-    User,
-    docker_socket_for_group,
-    python,
-    user,
-)
+from tests.fixtures.entries import DATA, make_odd_tree
 
-MakeFiles = Callable[[dict[str, bytes]], Path]
 NOBODY = 65534
 
-# The odd tree every test uses: what is data, and what is skipped (name, kind).
-DATA = {"a.csv": b"a\n", "linked.csv": b"a\n", "sub/c.csv": b"c\n", "sublink/c.csv": b"c\n"}
+
 SKIPPED = [
     Skipped("dangling", "dangling symlink"),
     Skipped("fifo", "FIFO"),
@@ -50,27 +42,8 @@ SKIPPED = [
 ]
 
 
-def make_odd_tree(root: Path) -> Path:
-    """Regular files, a link to a file, a folder, a link to it, a link back up (a loop), a
-    link to itself, a dangling link, a FIFO and a socket."""
-    (root / "sub").mkdir(parents=True)
-    (root / "a.csv").write_bytes(b"a\n")
-    (root / "sub" / "c.csv").write_bytes(b"c\n")
-    (root / "linked.csv").symlink_to("a.csv")
-    (root / "sublink").symlink_to("sub")
-    (root / "sub" / "up").symlink_to("..")
-    (root / "self").symlink_to("self")
-    (root / "dangling").symlink_to("nowhere")
-    os.mkfifo(root / "fifo")
-    os.mknod(root / "sock", stat.S_IFSOCK | 0o600)  # a socket file; needs no privilege
-    return root
-
-
 def listed(source: LocalSource) -> dict[str, bytes]:
     return {e.relative_path: Path(e.location).read_bytes() for e in source.entries()}
-
-
-# -- the rule, at the listing ----------------------------------------------------------------
 
 
 def test_regular_files_and_folders_are_data_and_the_rest_is_skipped(tmp_path: Path) -> None:
@@ -149,9 +122,6 @@ def test_a_very_deep_tree_lists(tmp_path: Path) -> None:
         (folders[-1] / "x").unlink()
         for folder in reversed(folders):
             folder.rmdir()
-
-
-# -- unreadable entries refuse the channel (as a user who cannot read them) -----------------
 
 
 @pytest.fixture
@@ -258,114 +228,3 @@ def test_every_unreadable_entry_is_counted_and_the_first_named(open_dir: Path) -
     assert "locked-4 (file" in result["error"]
     assert "locked-5" not in result["error"]
     assert "and 2 more" in result["error"]
-
-
-# -- real jobs: the notice, and the job runs on the data, in every mode ---------------------
-
-
-def odd_channel(make_files: MakeFiles) -> Path:
-    root = make_files({})
-    shutil.rmtree(root)
-    return make_odd_tree(root)
-
-
-def assert_notice(jobs: JobRunner, root: Path) -> None:
-    notices = [n for n in jobs.notices if n.startswith("Channel train: skipped")]
-    assert len(notices) == 1, jobs.notices
-    assert "6 entries that are not regular files" in notices[0]
-    assert "dangling symlink dangling, FIFO fifo, symlink loop self, socket sock" in notices[0]
-    assert "and 1 more" in notices[0]
-    assert str(root) in notices[0]
-
-
-@pytest.mark.docker
-def test_a_file_channel_copies_the_data_and_says_what_it_skipped(
-    jobs: JobRunner, make_files: MakeFiles
-) -> None:
-    root = odd_channel(make_files)
-    record = jobs.run(jobs.request(InputDataConfig=[channel("train", root)]))
-    assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
-    sums = jobs.probe(record, "data.sha256")
-    assert sorted(line.split("  ")[1] for line in sums.splitlines()) == [
-        f"./train/{name}" for name in sorted(DATA)
-    ]
-    assert_notice(jobs, root)
-
-
-@pytest.mark.docker
-def test_a_pipe_channel_streams_the_data_and_says_what_it_skipped(
-    jobs: JobRunner, make_files: MakeFiles
-) -> None:
-    root = odd_channel(make_files)
-    request = jobs.request(
-        AlgorithmSpecification={
-            "TrainingImage": PROBE,
-            "TrainingInputMode": "Pipe",
-            "ContainerEntrypoint": [
-                "sh",
-                "-c",
-                "cat /opt/ml/input/data/train_0 > /opt/ml/model/stream",
-            ],
-        },
-        InputDataConfig=[channel("train", root)],
-    )
-    record = jobs.run(request)
-    assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
-    assert jobs.model(record)["stream"] == b"".join(DATA[name] for name in sorted(DATA))
-    assert_notice(jobs, root)
-
-
-@pytest.mark.docker
-@pytest.mark.fuse
-def test_a_fastfile_channel_mounts_the_data_and_says_what_it_skipped(
-    jobs: JobRunner, make_files: MakeFiles
-) -> None:
-    root = odd_channel(make_files)
-    request = jobs.request(InputDataConfig=[channel("train", root, InputMode="FastFile")])
-    record = jobs.run(request)
-    assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
-    sums = jobs.probe(record, "data.sha256")
-    assert sorted(line.split("  ")[1] for line in sums.splitlines()) == [
-        f"./train/{name}" for name in sorted(DATA)
-    ]
-    assert_notice(jobs, root)
-
-
-# -- the CLI refuses an unreadable file before anything starts ------------------------------
-
-
-@pytest.mark.docker
-@pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("useradd") is None or shutil.which("runuser") is None,
-    reason="a non-root user is needed (root reads every file); creating one needs root, "
-    "useradd and runuser",
-)
-def test_the_cli_refuses_an_unreadable_file_with_exit_2(
-    user: User,  # noqa: F811  (the fixture imported above)
-    python: tuple[list[str], dict[str, str]],  # noqa: F811
-) -> None:
-    interpreter, env = python
-    data = user.root / "data" / "train"
-    secret = data / "secret.csv"
-    secret.write_text("not yours\n")  # root's, 0600: the user cannot read it
-    secret.chmod(0o600)
-    request = probe_request(user.output, InputDataConfig=[channel("train", data)])
-    job = request["TrainingJobName"]
-    request_file = user.root / "request.json"
-    request_file.write_text(json.dumps(request))
-    os.chown(request_file, user.uid, user.gid)
-
-    # FastFile lists the same way; this user cannot open /dev/fuse, refused before that.
-    for mode in ("File", "Pipe"):
-        result = user.run(
-            "-m", "emulator", "run", str(request_file), "--input-mode", mode,
-            python=interpreter, env=env,
-        )  # fmt: skip
-        assert result.returncode == 2, result.stdout + result.stderr
-        assert f"{secret} (file: permission denied)" in result.stderr
-        assert "chmod a+r" in result.stderr
-        assert "Traceback" not in result.stderr
-    assert not (user.output / job).exists()  # nothing started
-    assert list(user.tmp.iterdir()) == []
-    described = user.run("-m", "emulator", "describe", job, python=interpreter, env=env)
-    assert described.returncode == 2  # no record

@@ -4,7 +4,6 @@ are the CLI's twins (describe, list, stop, prune, logs without an engine)."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,11 +14,9 @@ import emulator
 from emulator import api
 from emulator.config import S3Settings
 from emulator.errors import EmulatorError, JobExists, JobNotFound
-from emulator.finish.records import JobRecord
-from emulator.request.validation import parse_request
 from emulator.run.options import RunOptions
 from emulator.state.store import JobStore
-from tests.fixtures.jobs import probe_request
+from tests.fixtures.store_records import record_of
 
 PUBLIC = [
     "EmulatorError",
@@ -71,84 +68,63 @@ def test_run_options_are_frozen() -> None:
     assert dataclasses.replace(options, replace=True).replace is True
 
 
-# -- the verbs on a state dir, no engine -------------------------------------------------------
-
-
-def record_of(name: str, **members: object) -> dict[str, object]:
-    request = probe_request(Path("/tmp/out"), TrainingJobName=name, **members)
-    spec = parse_request(request)
-    return JobRecord(spec, spec.arn()).describe()
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "state"
-
-
-def test_describe_and_list_read_the_state_dir(home: Path) -> None:
-    store = JobStore(home)
+def test_describe_and_list_read_the_state_dir(state_home: Path) -> None:
+    store = JobStore(state_home)
     store.create(record_of("first"))
     store.create(record_of("second"))
-    assert api.describe("first", home=home)["TrainingJobName"] == "first"
-    assert [r["TrainingJobName"] for r in api.list_jobs(home=home)] == ["second", "first"]
+    assert api.describe("first", home=state_home)["TrainingJobName"] == "first"
+    assert [r["TrainingJobName"] for r in api.list_jobs(home=state_home)] == ["second", "first"]
     with pytest.raises(JobNotFound, match="emulator list"):
-        api.describe("third", home=home)
+        api.describe("third", home=state_home)
 
 
-def test_a_taken_name_is_job_exists(home: Path) -> None:
-    store = JobStore(home)
+def test_a_taken_name_is_job_exists(state_home: Path) -> None:
+    store = JobStore(state_home)
     store.create(record_of("taken"))
     with pytest.raises(JobExists, match="already running"):
         store.create(record_of("taken"))
 
 
-def test_stop_asks_a_running_job_to_stop(home: Path) -> None:
-    store = JobStore(home)
+def test_stop_asks_a_running_job_to_stop(state_home: Path) -> None:
+    store = JobStore(state_home)
     store.create(record_of("running"))  # owned by this (live) process
-    api.stop("running", home=home)
+    api.stop("running", home=state_home)
     assert store.stop_requested("running")
 
 
-def test_stop_refuses_a_finished_job_and_one_whose_emulator_is_gone(home: Path) -> None:
-    store = JobStore(home)
+def test_stop_refuses_a_finished_job_and_one_whose_emulator_is_gone(state_home: Path) -> None:
+    store = JobStore(state_home)
     finished = record_of("finished")
     store.create(finished)
     store.update({**finished, "TrainingJobStatus": "Completed"})
     with pytest.raises(EmulatorError, match=r"not running \(status Completed\)"):
-        api.stop("finished", home=home)
+        api.stop("finished", home=state_home)
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    orphan = JobStore(home)
+    orphan = JobStore(state_home)
     orphan.create(record_of("orphan"))
     with orphan._db() as db:  # the job's emulator is a process that has exited
         db.execute("UPDATE jobs SET pid = ? WHERE name = 'orphan'", (dead.pid,))
     with pytest.raises(EmulatorError, match="emulator prune"):
-        api.stop("orphan", home=home)
+        api.stop("orphan", home=state_home)
     assert not store.stop_requested("orphan")
 
 
-def test_logs_are_the_log_files_lines_prefixed_by_host_when_several(home: Path) -> None:
-    store = JobStore(home)
+def test_logs_are_the_log_files_lines_prefixed_by_host_when_several(state_home: Path) -> None:
+    store = JobStore(state_home)
     store.create(record_of("two"))
     store.log_path("two", "algo-1").write_text("one\ntwo\n")
     store.log_path("two", "algo-2").write_text("three\n")
-    assert list(api.logs("two", home=home)) == ["[algo-1] one", "[algo-1] two", "[algo-2] three"]
-    assert list(api.logs("two", host="algo-2", home=home)) == ["[algo-2] three"]
+    assert list(api.logs("two", home=state_home)) == [
+        "[algo-1] one",
+        "[algo-1] two",
+        "[algo-2] three",
+    ]
+    assert list(api.logs("two", host="algo-2", home=state_home)) == ["[algo-2] three"]
     with pytest.raises(EmulatorError, match="no host 'algo-3'"):
-        list(api.logs("two", host="algo-3", home=home))
+        list(api.logs("two", host="algo-3", home=state_home))
 
     store.create(record_of("one"))
     store.log_path("one", "algo-1").write_text("only\nlast without newline")
-    assert list(api.logs("one", home=home)) == ["only", "last without newline"]
-
-
-def test_prune_removes_nothing_of_a_live_emulator(home: Path) -> None:
-    if os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").startswith("unix://"):
-        socket = Path(os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")[7:])
-        if not socket.exists():
-            pytest.skip("prune lists containers: it needs the engine")
-    store = JobStore(home)
-    store.create(record_of("alive"))
-    assert not any("alive" in line for line in api.prune(home=home))
-    assert api.describe("alive", home=home)["TrainingJobStatus"] == "InProgress"
+    assert list(api.logs("one", home=state_home)) == ["only", "last without newline"]

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from emulator.errors import EnvironmentProblem
-from emulator.run.workdir import WORK_DIR_PREFIX, check_work_root, make_work_dir
-
-EMULATOR = [sys.executable, "-m", "emulator"]
-PROBE = "sagemaker-emulator/probe:latest"
+from emulator.run.workdir import WORK_DIR_PREFIX
+from tests.fixtures.cli import EMULATOR
+from tests.fixtures.jobs import PROBE
 
 
 def unusable_tmpdir(tmp_path: Path, case: str) -> Path:
@@ -67,23 +64,3 @@ def test_the_cli_refuses_an_unusable_tmpdir(tmp_path: Path, case: str) -> None:
     )
     assert described.returncode == 2  # no record either
     assert not list(Path("/tmp").glob(f"{WORK_DIR_PREFIX}tmpdir-test-*"))  # no fallback
-
-
-def test_the_temp_dir_comes_from_the_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
-    assert check_work_root() == tmp_path
-    work = make_work_dir("job")
-    assert work.parent == tmp_path
-    assert work.name.startswith(f"{WORK_DIR_PREFIX}job-")
-    monkeypatch.setenv("TMPDIR", "")  # empty: ignored, as tempfile does
-    monkeypatch.setenv("TEMP", str(tmp_path / "missing"))
-    with pytest.raises(EnvironmentProblem, match=r"TEMP=.* does not exist"):
-        make_work_dir("job")
-
-
-def test_an_unusable_work_root_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(EnvironmentProblem, match=r"work root .* \(RunOptions.work_root\)"):
-        check_work_root(tmp_path / "missing")
-    assert check_work_root(tmp_path) == tmp_path
