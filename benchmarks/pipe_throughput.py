@@ -1,19 +1,23 @@
 """Pipe-mode throughput seen INSIDE the container, against the same reader on File-mode files.
 
-    .venv/bin/python benchmarks/pipe_throughput.py [--quick] [--large-count N] [--large-mib M]
-        [--small-count N] [--small-kib K] [--repeat R]
+    .venv/bin/python benchmarks/pipe_throughput.py [--quick] [--runs N] [--passes P]
+        [--large-count N] [--large-mib M] [--small-count N] [--small-kib K] [--only large|small]
 
-Each case runs real training jobs (emulator.run_training_job, python image) whose container
-reads the channel with 1 MiB ``readinto`` calls and times only that read (``perf_counter``):
+Defaults: 8 x 256 MiB and 20,000 x 4 KiB objects, 3 runs of 7 passes (about 2 minutes).
 
-    pipe  /opt/ml/input/data/train_0, one epoch (Pipe channel, raw or RecordIO)
-    file  every file of /opt/ml/input/data/train (File channel: copied before the container
-          started; the copy is not timed; the listing is not timed, each open is)
+Fairness: one training job per dataset and run, with three channels over the SAME local
+objects: ``file`` (File mode: copied before the container starts), ``raw`` (Pipe) and ``rio``
+(Pipe, RecordIO). One reader program (python, ``readinto`` a 1 MiB buffer, no per-byte work)
+reads them in turn, pass after pass: a File pass reads every file of the channel (the listing is
+not timed, each open is), a Pipe pass reads one epoch (FIFO ``<channel>_<pass>``). Both sides
+read from a warm page cache (the File copy was just written, and is synced before the first
+pass so that no writeback runs during the passes; the Pipe feeder reads the objects the copy
+read): pass 0 of every channel is a warm-up, not counted. The order of the channels flips every
+pass, so that drift in the machine's load hits both modes alike.
 
-MB/s counts the bytes the reader got (RecordIO framing included). The ratio is pipe/file
-(RecordIO is compared with the File-mode read of the same objects: File mode has no framing).
-Target: pipe >= 0.8x file for large raw objects. With ``--repeat`` each measure is the best of
-R jobs (other work on the machine adds noise). Data is generated in a temp dir, removed at exit.
+A case's ratio in a run is the median over the passes of pipe MB/s / file MB/s of the same pass
+(bytes the reader got, RecordIO framing included). Target: >= 0.8x in every run, for large raw
+and RecordIO objects and for many small ones. Data is generated in a temp dir, removed at exit.
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,38 +36,32 @@ from emulator import RunOptions, run_training_job
 
 IMAGE = "sagemaker-emulator/python:latest"
 MIB = 1024 * 1024
-TARGET = 0.8  # pipe/file for large raw objects
+TARGET = 0.8  # pipe/file, every case, every run
+PIPES = {"raw": "", "rio": "RecordIO"}  # Pipe channels and their RecordWrapperType
 
-# The reader, run by `python3 -c` from the READER environment variable (entrypoint strings
-# are capped at 256 characters, environment values at 512).
-READER = """\
-import os, sys, time
-data = '/opt/ml/input/data'
-if os.environ['MODE'] == 'pipe':
-    paths = [data + '/train_0']
-else:
-    paths = sorted(os.path.join(d, f) for d, _, fs in os.walk(data + '/train') for f in fs)
-view = memoryview(bytearray(1 << 20))
-total = 0
-started = time.perf_counter()
-for path in paths:
-    with open(path, 'rb', buffering=0) as stream:
-        while n := stream.readinto(view):
-            total += n
-print('BENCH', total, time.perf_counter() - started, flush=True)
-"""
-ENTRYPOINT = ["python3", "-c", "import os; exec(os.environ['READER'])"]
-
-
-@dataclass(frozen=True)
-class Measure:
-    bytes_read: int
-    read_seconds: float  # inside the container
-    job_seconds: float  # the whole job, staging (File mode: the copy) included
-
-    @property
-    def mb_per_s(self) -> float:
-        return self.bytes_read / 1e6 / self.read_seconds
+# The reader, run by `python3 -c` from the environment (an entrypoint string holds at most 256
+# characters, an environment value 512: the program is split over R1 and R2).
+READER = (
+    """\
+import os,time
+D='/opt/ml/input/data/'
+F=sorted(os.path.join(d,f) for d,_,fs in os.walk(D+'file') for f in fs)
+v=memoryview(bytearray(1<<20))
+def rd(k,i):
+ n=0;t=time.perf_counter()
+ for p in F if k=='file' else [D+k+'_'+str(i)]:
+  with open(p,'rb',buffering=0) as s:
+   while r:=s.readinto(v):n+=r
+ print('BENCH',k,i,n,time.perf_counter()-t,flush=True)
+""",
+    """\
+os.sync()
+K=['file']+os.environ['PIPES'].split()
+for i in range(int(os.environ['PASSES'])+1):
+ for k in K[::-1] if i%2 else K:rd(k,i)
+""",
+)
+ENTRYPOINT = ["python3", "-c", "import os;exec(os.environ['R1']+os.environ['R2'])"]
 
 
 def make_dataset(root: Path, count: int, size: int) -> Path:
@@ -81,125 +79,143 @@ def make_dataset(root: Path, count: int, size: int) -> Path:
     return root
 
 
-def request(name: str, data: Path, output: Path, mode: str, record_io: bool) -> dict[str, Any]:
-    channel: dict[str, Any] = {
-        "ChannelName": "train",
-        "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": str(data)}},
-    }
-    if record_io:
-        channel["RecordWrapperType"] = "RecordIO"
+def request(name: str, data: Path, output: Path, passes: int) -> dict[str, Any]:
+    source = {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": str(data)}}
+    channels: list[dict[str, Any]] = [
+        {"ChannelName": "file", "InputMode": "File", "DataSource": source}
+    ]
+    for channel, wrapper in PIPES.items():
+        channels.append({"ChannelName": channel, "InputMode": "Pipe", "DataSource": source})
+        if wrapper:
+            channels[-1]["RecordWrapperType"] = wrapper
     return {
         "TrainingJobName": name,
         "RoleArn": "arn:aws:iam::123456789012:role/Bench",
         "AlgorithmSpecification": {
             "TrainingImage": IMAGE,
-            "TrainingInputMode": "Pipe" if mode == "pipe" else "File",
+            "TrainingInputMode": "File",
             "ContainerEntrypoint": ENTRYPOINT,
         },
-        "Environment": {"READER": READER, "MODE": mode},
-        "InputDataConfig": [channel],
+        "Environment": {
+            "R1": READER[0],
+            "R2": READER[1],
+            "PIPES": " ".join(PIPES),
+            "PASSES": str(passes),
+        },
+        "InputDataConfig": channels,
         "OutputDataConfig": {"S3OutputPath": str(output)},
         "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
         "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
     }
 
 
-class Bench:
-    def __init__(self, root: Path, repeat: int) -> None:
-        self.root = root
-        self.repeat = repeat
-        self.runs = 0
+# MB/s per channel, one list entry per counted pass (pass 0 dropped)
+Rates = dict[str, list[float]]
 
-    def measure(self, data: Path, mode: str, record_io: bool = False) -> Measure:
-        self.runs += 1
+
+class Bench:
+    def __init__(self, root: Path, passes: int) -> None:
+        self.root = root
+        self.passes = passes
+        self.jobs = 0
+
+    def run_job(self, data: Path) -> tuple[Rates, float]:
+        """One job reading ``data`` through every channel; its rates and its seconds."""
+        self.jobs += 1
         lines: list[str] = []
         options = RunOptions(
             home=self.root / "home",
             work_root=self.root / "work",
             log_sink=lambda host, line: lines.append(line),
         )
-        name = f"bench-{os.getpid()}-{self.runs}"
+        name = f"bench-{os.getpid()}-{self.jobs}"
         started = time.perf_counter()
-        record = run_training_job(
-            request(name, data, self.root / "output", mode, record_io), options
-        )
-        job_seconds = time.perf_counter() - started
+        spec = request(name, data, self.root / "output", self.passes)
+        record = run_training_job(spec, options)
+        seconds = time.perf_counter() - started
         shutil.rmtree(self.root / "output" / name, ignore_errors=True)
         if record["TrainingJobStatus"] != "Completed":
             sys.exit(f"bench job {name} failed: {record.get('FailureReason')}\n" + "\n".join(lines))
-        found = [line.split() for line in lines if line.startswith("BENCH ")]
-        if len(found) != 1:
-            sys.exit(f"bench job {name}: no BENCH line in its output:\n" + "\n".join(lines))
-        return Measure(int(found[0][1]), float(found[0][2]), job_seconds)
+        rates: Rates = {channel: [] for channel in ("file", *PIPES)}
+        for line in lines:
+            if line.startswith("BENCH "):
+                _, channel, index, count, elapsed = line.split()
+                if int(index) > 0:
+                    rates[channel].append(int(count) / 1e6 / float(elapsed))
+        if any(len(found) != self.passes for found in rates.values()):
+            sys.exit(f"bench job {name}: BENCH lines missing:\n" + "\n".join(lines))
+        return rates, seconds
 
 
-KINDS = ("file", "pipe", "pipe-recordio")  # how a dataset is read, one job each
-
-
-def measure_dataset(bench: Bench, data: Path) -> dict[str, Measure]:
-    """The best of ``bench.repeat`` rounds per kind. Rounds alternate file and pipe jobs, so
-    that noise from the rest of the machine hits both alike."""
-    best: dict[str, Measure] = {}
-    for _ in range(bench.repeat):
-        for kind in KINDS:
-            measure = bench.measure(data, kind.split("-")[0], kind.endswith("recordio"))
-            if kind not in best or measure.mb_per_s > best[kind].mb_per_s:
-                best[kind] = measure
-    return best
-
-
-HEADER = (
-    f"{'case':<28} {'MiB read':>9} {'pipe MB/s':>10} {'file MB/s':>10} {'pipe/file':>10} "
-    f"{'pipe job s':>11} {'file job s':>11}"
-)
-
-
-def row(label: str, pipe: Measure, file: Measure) -> str:
-    ratio = pipe.mb_per_s / file.mb_per_s
-    return (
-        f"{label:<28} {pipe.bytes_read / MIB:9.0f} {pipe.mb_per_s:10.0f} {file.mb_per_s:10.0f} "
-        f"{ratio:9.2f}x {pipe.job_seconds:11.1f} {file.job_seconds:11.1f}"
-    )
+def ratio(rates: Rates, channel: str) -> float:
+    """The median over passes of the pipe/file ratio of the same pass."""
+    pairs = zip(rates[channel], rates["file"], strict=True)
+    return statistics.median(pipe / file for pipe, file in pairs)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a tiny run (a few seconds)")
+    parser.add_argument("--quick", action="store_true", help="a tiny run (about 20 seconds)")
+    parser.add_argument("--runs", type=int, default=3, help="each case measured in N jobs")
+    parser.add_argument("--passes", type=int, default=7, help="counted passes per channel")
     parser.add_argument("--large-count", type=int, default=8)
     parser.add_argument("--large-mib", type=int, default=256)
     parser.add_argument("--small-count", type=int, default=20_000)
     parser.add_argument("--small-kib", type=int, default=4)
-    parser.add_argument("--repeat", type=int, default=2, help="best of R jobs per measure")
+    parser.add_argument("--only", choices=("large", "small"), help="one dataset only")
     args = parser.parse_args()
     if args.quick:
-        args.large_count, args.large_mib = 2, 16
-        args.small_count, args.repeat = 500, 1
+        args.large_count, args.large_mib, args.small_count = 2, 64, 2000
+        args.runs, args.passes = 1, 3
 
     load = os.getloadavg()[0]
+    began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="pipe-bench-") as tmp:
         root = Path(tmp)
         (root / "work").mkdir()
-        datasets = {
-            f"{args.large_count} x {args.large_mib} MiB": make_dataset(
-                root / "large", args.large_count, args.large_mib * MIB
-            ),
-            f"{args.small_count} x {args.small_kib} KiB": make_dataset(
-                root / "small", args.small_count, args.small_kib * 1024
-            ),
+        shapes = {
+            "large": (args.large_count, args.large_mib * MIB, f"{args.large_mib} MiB"),
+            "small": (args.small_count, args.small_kib * 1024, f"{args.small_kib} KiB"),
         }
-        bench = Bench(root, args.repeat)
-        print(f"Read inside the container (python, 1 MiB readinto), best of {args.repeat} jobs")
-        print(HEADER)
-        ratios = []
-        for name, data in datasets.items():
-            best = measure_dataset(bench, data)
-            for wrapper, kind in (("raw", "pipe"), ("RecordIO", "pipe-recordio")):
-                ratios.append(best[kind].mb_per_s / best["file"].mb_per_s)
-                print(row(f"{wrapper}, {name}", best[kind], best["file"]), flush=True)
-    verdict = "met" if ratios[0] >= TARGET else "NOT met"
-    print(f"target: pipe >= {TARGET}x file for large raw objects: {verdict} ({ratios[0]:.2f}x)")
+        datasets = {
+            f"{count} x {size_label}": make_dataset(root / name, count, size)
+            for name, (count, size, size_label) in shapes.items()
+            if args.only in (None, name)
+        }
+        bench = Bench(root, args.passes)
+        print(
+            f"Read inside the container (python, 1 MiB readinto); per run, the median over "
+            f"{args.passes} passes of pipe/file; target >= {TARGET}x in each of {args.runs} runs"
+        )
+        print(
+            f"{'case':<26} {'pipe MB/s':>9} {'file MB/s':>9}  {'pipe/file per run':<24} "
+            f"{'all runs':<8} {'job s':>6}"
+        )
+        verdicts = []
+        for label, data in datasets.items():
+            results = [bench.run_job(data) for _ in range(args.runs)]
+            for channel, wrapper in (("raw", "raw"), ("rio", "RecordIO")):
+                ratios = [ratio(rates, channel) for rates, _ in results]
+                pipe = statistics.median(r for rates, _ in results for r in rates[channel])
+                file = statistics.median(r for rates, _ in results for r in rates["file"])
+                met = all(value >= TARGET for value in ratios)
+                verdicts.append(met)
+                runs = " ".join(f"{value:.2f}x" for value in ratios)
+                jobs = statistics.median(seconds for _, seconds in results)
+                print(
+                    f"{wrapper + ', ' + label:<26} {pipe:9.0f} {file:9.0f}  {runs:<24} "
+                    f"{'met' if met else 'NO':<8} {jobs:6.1f}",
+                    flush=True,
+                )
+    print(
+        f"target pipe >= {TARGET}x file in every run: "
+        f"{'met' if all(verdicts) else 'NO'} ({sum(verdicts)} of {len(verdicts)} cases)"
+    )
     after = os.getloadavg()[0]
-    print(f"load average before/after: {load:.1f}/{after:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"{time.perf_counter() - began:.0f} s; load average before/after: {load:.1f}/{after:.1f} "
+        f"on {os.cpu_count()} CPUs"
+    )
 
 
 if __name__ == "__main__":

@@ -12,34 +12,32 @@ Layout and lifecycle of a ``PipeChannel``:
   (``PipeItems.epoch(N)``), close (the reader sees EOF). A reader that closes early ends the
   epoch: EPIPE is expected and counted in ``epochs_closed_early``.
 - ``stop()`` wakes the thread wherever it waits, joins it and removes the FIFOs left. Two waits
-  need a wake-up, and neither polls: the blocking open of a FIFO nobody reads (stop() opens the
-  read end itself, non-blocking, which completes the writer's open; the thread then sees the
-  stop flag and closes) and a write to a reader that stopped reading (FIFO writes are
-  non-blocking and wait in poll() on the FIFO and on a wake-up pipe that stop() writes to).
+  need a wake-up, and neither polls: the blocking open of a FIFO nobody reads and a blocking
+  write to a reader that stopped reading. stop() opens the read end of the FIFO the thread is
+  on (which completes its open) and reads it (which makes room for its write) until the thread
+  closes it: before each write the thread sees the stop flag and closes.
 
-Writing: items are read CHUNK_SIZE bytes at a time and written with os.write on the FIFO's fd.
-Small pieces (RecordIO headers and padding, small objects, inline manifest values) are coalesced
-into writes of up to CHUNK_SIZE (one write per 4 KiB object would cost more than the object:
-each write wakes the reader). The buffer is flushed before every item that must be opened
-through its Source (an S3 GET may be slow: the reader should not wait for bytes already at
-hand), but not before a local file (``PipeItem.path``), which opens in microseconds. The FIFO's
-pipe buffer is raised to 1 MiB where the system allows it.
+Writing (emulator.stage.pipe.writer): blocking writes, small pieces gathered into writes of
+FLUSH_AT bytes, regular files of SPLICE_MIN bytes and more spliced (page-cache pages go into
+the pipe without passing through this process). The buffer is flushed before every item that
+must be opened through its Source (an S3 GET may be slow: the reader should not wait for bytes
+already at hand), but not before a local file, which opens in microseconds.
 
-Regular files that need no gunzipping are sent by offset, not through a Python file object:
-a ``PipeItem.path`` (objects of a LocalSource, local ``-ref`` files) is opened with os.open,
-and a Source stream that is a regular file is used through its fd. Their size comes from
-fstat. From SPLICE_MIN bytes up the payload is moved into the FIFO with splice(2): page-cache
-pages go into the pipe without a copy through this process, so the container reads about as
-fast as from the file itself (benchmarks/pipe_throughput.py); where splice is refused (EINVAL
-on some file systems) the same bytes go with pread and write. Smaller files are pread whole
-and coalesced as above (a spliced page takes a pipe-buffer slot however few bytes it holds).
+Regular files that need no gunzipping are sent by offset, not through a Python file object: a
+``PipeItem.path`` (local ``-ref`` files) is opened with os.open and fstat'ed, and a Source
+stream that is a regular file is used through its fd. The objects of a LocalSource
+(``PipeItems.local_files``) take a shorter way still, with no PipeItem made: each small one is
+opened, read with one preadv straight into the write buffer (RecordIO header and padding packed
+around it) and closed; one that is big, or does not hold its listed size, goes the way of a
+``PipeItem.path``. RecordIO over a spliced file writes only the 8-byte header and the padding.
 
 RecordIO needs a record's length before its payload. Objects use their listed ``Entry.size`` (an
 object whose size changed since listing fails the channel). A payload whose length is unknown
 (a gunzipped object; a ``-ref`` object that is not a seekable file) is first spooled, one at a
-time, to a SpooledTemporaryFile: in memory up to SPOOL_MEMORY bytes, beyond that on disk in
-``spool_dir`` (default: the system temp dir; never the data dir the container sees). Without
-RecordIO nothing is spooled: gzip is decompressed while streaming.
+time: in memory up to SPOOL_MEMORY bytes, beyond that in an unnamed temporary file in
+``spool_dir`` (default: the system temp dir; never the data dir the container sees), which is
+then spliced like any file. Without RecordIO nothing is spooled: gzip is decompressed while
+streaming.
 
 Errors: a source failure (unreadable object, bad gzip, size changed) is fatal for the channel.
 The feeder removes its FIFOs, then closes the current one (the reader gets a short epoch and
@@ -48,50 +46,43 @@ finds no next FIFO), logs the error and keeps it in ``PipeChannel.error`` for th
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
-import io
 import logging
 import os
-import select
 import stat
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
 
 from emulator.errors import EnvironmentProblem, SourceError
 from emulator.request.spec import ChannelSpec
 from emulator.stage.pipe.items import (
-    CHUNK_SIZE,
+    LocalFiles,
     PipeItem,
     PipeItems,
     gunzip,
     iter_chunks,
     known_length,
+    regular_file,
 )
 from emulator.stage.pipe.recordio import RecordFramer, RecordLengthError, header, padding, parts
+from emulator.stage.pipe.writer import (
+    OPEN_FLAGS,
+    Counters,
+    FifoWriter,
+    ReaderClosed,
+    Stopped,
+    drain,
+)
 
 log = logging.getLogger(__name__)
 
 SPOOL_MEMORY = 16 * 1024 * 1024
-PIPE_BUFFER = 1024 * 1024
 FIFO_MODE = 0o644
 STOP_TIMEOUT = 10.0  # seconds stop() waits for a thread stuck in a source read
-SPLICE_MIN = 128 * 1024  # local files at least this big are spliced into the FIFO
-_SPLICE_REFUSED = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
-
-
-class _Stopped(Exception):
-    """stop() was called: unwind the feeder thread."""
-
-
-class _ReaderClosed(Exception):
-    """The reader closed the FIFO before the end of the epoch."""
 
 
 @dataclass(frozen=True)
@@ -101,108 +92,6 @@ class PipeStats:
     epochs_completed: int  # epochs sent to the end (their reader got EOF)
     epochs_closed_early: int  # epochs whose reader closed the FIFO before the end
     bytes_written: int  # bytes written into the FIFOs, RecordIO framing included
-
-
-class _Counters:
-    def __init__(self) -> None:
-        self.completed = 0
-        self.closed_early = 0
-        self.bytes_written = 0
-
-
-class _FifoWriter:
-    """Non-blocking writes to one FIFO, coalescing small pieces; raises _Stopped on stop()."""
-
-    def __init__(self, fd: int, wake_fd: int, stop: threading.Event, counters: _Counters) -> None:
-        os.set_blocking(fd, False)
-        _grow_pipe(fd)
-        self._fd = fd
-        self._wake_fd = wake_fd
-        self._stop = stop
-        self._counters = counters
-        self._buffer = bytearray()
-        self._splice = hasattr(os, "splice")  # False once the kernel refused it
-        self._poll = select.poll()
-        self._poll.register(fd, select.POLLOUT)
-        self._poll.register(wake_fd, select.POLLIN)
-
-    def write(self, data: bytes | memoryview) -> None:
-        if len(data) >= CHUNK_SIZE:  # big pieces go out directly, uncopied
-            self.flush()
-            self._write_all(data)
-            return
-        self._buffer += data
-        if len(self._buffer) >= CHUNK_SIZE:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._buffer:
-            buffer, self._buffer = self._buffer, bytearray()
-            self._write_all(buffer)
-
-    def _write_all(self, data: bytes | bytearray | memoryview) -> None:
-        view = memoryview(data)
-        while view:
-            if self._stop.is_set():
-                raise _Stopped
-            try:
-                written = os.write(self._fd, view)
-            except BlockingIOError:
-                self._wait()
-                continue
-            except BrokenPipeError as exc:
-                raise _ReaderClosed from exc
-            view = view[written:]
-            self._counters.bytes_written += written
-
-    def send_file(self, fd: int, offset: int, count: int) -> int:
-        """Send ``count`` bytes of the regular file ``fd`` from ``offset``; return how many were
-        sent (fewer only when the file ends sooner). Spliced from SPLICE_MIN bytes up, else read
-        and coalesced like any small piece."""
-        if count < SPLICE_MIN:
-            data = os.pread(fd, count, offset) if count else b""
-            self.write(data)
-            return len(data)
-        self.flush()
-        sent = 0
-        while sent < count:
-            if self._stop.is_set():
-                raise _Stopped
-            want = min(PIPE_BUFFER, count - sent)
-            try:
-                moved = self._move(fd, offset + sent, want)
-            except BlockingIOError:
-                self._wait()
-                continue
-            except BrokenPipeError as exc:
-                raise _ReaderClosed from exc
-            if not moved:
-                break
-            sent += moved
-        return sent
-
-    def _move(self, fd: int, offset: int, count: int) -> int:
-        if self._splice:
-            try:
-                moved = os.splice(
-                    fd, self._fd, count, offset_src=offset, flags=os.SPLICE_F_NONBLOCK
-                )
-            except OSError as exc:
-                if exc.errno not in _SPLICE_REFUSED:
-                    raise
-                self._splice = False
-            else:
-                self._counters.bytes_written += moved
-                return moved
-        data = os.pread(fd, count, offset)
-        self._write_all(data)
-        return len(data)
-
-    def _wait(self) -> None:
-        """Until the reader makes room, closes (POLLERR; the next write fails) or stop()."""
-        ready = dict(self._poll.poll())
-        if self._wake_fd in ready:
-            raise _Stopped
 
 
 class PipeChannel:
@@ -230,14 +119,12 @@ class PipeChannel:
         self.record_io = record_io
         self.gzip = gzip
         self.spool_dir = spool_dir
-        self._counters = _Counters()
+        self._counters = Counters()
         self._error: Exception | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()  # guards the fields below
         self._thread: threading.Thread | None = None
-        self._wake: tuple[int, int] | None = None  # (read, write) ends of the wake-up pipe
-        self._opening: Path | None = None  # the FIFO the thread is opening for writing
-        self._unblocker: int | None = None  # stop()'s read end of that FIFO
+        self._current: Path | None = None  # the FIFO the thread is opening or has open
         self._fifos: set[Path] = set()
 
     @classmethod
@@ -293,29 +180,29 @@ class PipeChannel:
         except BaseException:
             self._remove_fifos()
             raise
-        self._wake = os.pipe()
         self._thread = threading.Thread(
-            target=self._run, args=(self._wake[0],), name=f"pipe-feeder-{self.name}", daemon=True
+            target=self._run, name=f"pipe-feeder-{self.name}", daemon=True
         )
         self._thread.start()
 
     def stop(self) -> None:
         """Stop feeding, join the thread, remove the FIFOs. Idempotent; prompt unless the
         thread is inside a source read (then it waits up to STOP_TIMEOUT and logs)."""
+        deadline = time.monotonic() + STOP_TIMEOUT
         with self._lock:
             self._stop.set()
-            if self._wake is not None:
-                os.write(self._wake[1], b"\0")
-            self._unblock_open()
-        thread = self._thread
-        if thread is not None:
-            thread.join(STOP_TIMEOUT)
-            if thread.is_alive():
-                log.warning("Pipe channel %s: feeder still busy in a source read", self.name)
-        with self._lock:
-            if self._unblocker is not None:
-                os.close(self._unblocker)
-                self._unblocker = None
+            reader = self._open_current()
+        try:
+            if reader is not None:
+                drain(reader, deadline)
+            thread = self._thread
+            if thread is not None:
+                thread.join(max(0.0, deadline - time.monotonic()))
+                if thread.is_alive():
+                    log.warning("Pipe channel %s: feeder still busy in a source read", self.name)
+        finally:
+            if reader is not None:
+                os.close(reader)  # after the join: the thread never waits in an open again
         self._remove_fifos()
 
     # --- FIFO bookkeeping (any thread) -----------------------------------------------------
@@ -345,43 +232,39 @@ class PipeChannel:
                 path.unlink(missing_ok=True)
             self._fifos.clear()
 
-    def _unblock_open(self) -> None:
-        """(Lock held.) Complete the thread's blocking open by opening the read end."""
-        if self._opening is None or self._unblocker is not None:
-            return
+    def _open_current(self) -> int | None:
+        """(Lock held.) A read end of the FIFO the thread is opening or writing: its open
+        completes, and reading makes room for a write blocked on a full pipe."""
+        if self._current is None:
+            return None
         try:
-            self._unblocker = os.open(self._opening, os.O_RDONLY | os.O_NONBLOCK)
-        except OSError as exc:  # the FIFO is gone: then the thread is not blocked in it
-            log.debug("Pipe channel %s: no need to unblock %s (%s)", self.name, self._opening, exc)
+            return os.open(self._current, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:  # gone: the thread removed it on a failure and is ending
+            log.debug("Pipe channel %s: cannot open %s (%s)", self.name, self._current, exc)
+            return None
 
     # --- the feeder thread -----------------------------------------------------------------
 
-    def _run(self, wake_fd: int) -> None:
+    def _run(self) -> None:
         try:
-            self._serve_epochs(wake_fd)
-        except _Stopped:
+            self._serve_epochs()
+        except Stopped:
             pass
         except Exception as exc:
             self._remove_fifos()
             self._error = exc
             log.error("Pipe channel %s: feeding stopped: %s", self.name, exc)
-        finally:
-            with self._lock:
-                wake, self._wake = self._wake, None
-            if wake is not None:
-                for fd in wake:
-                    os.close(fd)
 
-    def _serve_epochs(self, wake_fd: int) -> None:
+    def _serve_epochs(self) -> None:
         epoch = 0
         while (fd := self._open_for_writing(self.fifo_path(epoch))) is not None:
             try:
-                self._serve_epoch(_FifoWriter(fd, wake_fd, self._stop, self._counters), epoch)
+                self._serve_epoch(FifoWriter(fd, self._stop, self._counters), epoch)
             except Exception:
                 self._remove_fifos()  # before the close: the reader must find no next epoch
                 raise
             finally:
-                os.close(fd)
+                self._close(fd)
             self._remove_fifo(self.fifo_path(epoch))
             self._make_fifo(epoch + 2)
             epoch += 1
@@ -391,38 +274,59 @@ class PipeChannel:
         with self._lock:
             if self._stop.is_set():
                 return None
-            self._opening = path
+            self._current = path
         try:
-            fd = os.open(path, os.O_WRONLY)  # blocks until a reader, or stop(), opens it
-        finally:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)  # until a reader, or stop(), opens it
+        except BaseException:
             with self._lock:
-                self._opening = None
+                self._current = None
+            raise
         if self._stop.is_set():
-            os.close(fd)
+            self._close(fd)
             return None
         return fd
 
-    def _serve_epoch(self, writer: _FifoWriter, epoch: int) -> None:
+    def _close(self, fd: int) -> None:
+        """Close the FIFO's write end; under the lock, so that stop() opens no FIFO the thread
+        has left (its read would then wait for a writer that never comes)."""
+        with self._lock:
+            os.close(fd)
+            self._current = None
+
+    def _serve_epoch(self, writer: FifoWriter, epoch: int) -> None:
         try:
-            for item in self.items.epoch(epoch):
-                if not item.inline and item.path is None:
-                    writer.flush()  # opening it may take long (an S3 GET)
-                self._send(writer, item)
+            local = None if self.gzip else self.items.local_files
+            if local is not None:
+                self._send_local_files(writer, epoch, local)
+            else:
+                for item in self.items.epoch(epoch):
+                    if not item.inline and item.path is None:
+                        writer.flush()  # opening it may take long (an S3 GET)
+                    self._send(writer, item)
             writer.flush()
-        except _ReaderClosed:
+        except ReaderClosed:
             self._counters.closed_early += 1
             log.debug("Pipe channel %s: epoch %d closed early by the reader", self.name, epoch)
             return
         self._counters.completed += 1
 
-    def _send(self, writer: _FifoWriter, item: PipeItem) -> None:
+    def _send_local_files(self, writer: FifoWriter, epoch: int, files: LocalFiles) -> None:
+        """An epoch of local files (a LocalSource): small ones read straight into the write
+        buffer; no PipeItem is made unless a file needs a closer look (big, changed, gone)."""
+        indices = iter(self.items.order(epoch))
+        paths, sizes = files
+        while (index := writer.add_small_files(indices, paths, sizes, self.record_io)) is not None:
+            for item in self.items.unit(index):
+                self._send(writer, item)
+
+    def _send(self, writer: FifoWriter, item: PipeItem) -> None:
         gunzipping = self.gzip and not item.inline
         if item.path is not None and not gunzipping:
             self._send_path(writer, item, item.path)
             return
         try:
             with item.open() as stream:
-                local = None if gunzipping or item.inline else _regular_file(stream)
+                local = None if gunzipping or item.inline else regular_file(stream)
                 if local is not None:
                     self._send_file(writer, item, *local)
                     return
@@ -441,16 +345,14 @@ class PipeChannel:
             raise SourceError(f"{item.name}: cannot read ({exc})") from exc
 
     def _send_record(
-        self, writer: _FifoWriter, item: PipeItem, length: int | None, chunks: Iterable[bytes]
+        self,
+        writer: FifoWriter,
+        item: PipeItem,
+        length: int | None,
+        chunks: Iterable[bytes | bytearray],
     ) -> None:
         if length is None:
-            spool_dir = None if self.spool_dir is None else str(self.spool_dir)
-            with tempfile.SpooledTemporaryFile(SPOOL_MEMORY, dir=spool_dir) as spool:
-                for chunk in chunks:
-                    spool.write(chunk)
-                length = spool.tell()
-                spool.seek(0)
-                self._send_record(writer, item, length, iter_chunks(spool))
+            self._send_spooled(writer, item, iter(chunks))
             return
         framer = RecordFramer(length)
         try:
@@ -464,10 +366,32 @@ class PipeChannel:
                 f"{item.name}: {exc} (expected {length}); was it modified while being read?"
             ) from exc
 
-    def _send_path(self, writer: _FifoWriter, item: PipeItem, path: str) -> None:
+    def _send_spooled(
+        self, writer: FifoWriter, item: PipeItem, chunks: Iterator[bytes | bytearray]
+    ) -> None:
+        """A record of unknown length: its payload kept in memory up to SPOOL_MEMORY bytes,
+        beyond that in an unnamed temporary file in spool_dir, then spliced from there."""
+        memory = bytearray()
+        for chunk in chunks:
+            memory += chunk
+            if len(memory) > SPOOL_MEMORY:
+                break
+        else:
+            self._send_record(writer, item, len(memory), (memory,))
+            return
+        spool_dir = None if self.spool_dir is None else str(self.spool_dir)
+        with tempfile.TemporaryFile(dir=spool_dir) as spool:
+            spool.write(memory)
+            del memory
+            for chunk in chunks:
+                spool.write(chunk)
+            spool.flush()
+            self._send_framed_file(writer, item, spool.fileno(), 0, spool.tell())
+
+    def _send_path(self, writer: FifoWriter, item: PipeItem, path: str) -> None:
         """An item that is a local file: opened here (cheaper than a Python file object)."""
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO never blocks
+            fd = os.open(path, OPEN_FLAGS)
         except OSError as exc:
             raise SourceError(f"{item.name}: cannot open {path} ({exc.strerror})") from exc
         try:
@@ -481,7 +405,7 @@ class PipeChannel:
             os.close(fd)
 
     def _send_file(
-        self, writer: _FifoWriter, item: PipeItem, fd: int, start: int, file_size: int
+        self, writer: FifoWriter, item: PipeItem, fd: int, start: int, file_size: int
     ) -> None:
         """A regular file from ``start`` to its end (``file_size``, from fstat): as-is, or
         framed as one RecordIO record of the item's listed size."""
@@ -492,6 +416,13 @@ class PipeChannel:
         length = available if item.size is None else item.size
         if available != length:
             raise _changed(item, length, f"the file now holds {available} bytes")
+        self._send_framed_file(writer, item, fd, start, length)
+
+    def _send_framed_file(
+        self, writer: FifoWriter, item: PipeItem, fd: int, start: int, length: int
+    ) -> None:
+        """``length`` bytes of a regular file from ``start``, as RecordIO: the payload spliced,
+        only the headers and padding written."""
         offset = start
         for flag, size in parts(length):
             writer.write(header(size, flag))
@@ -504,7 +435,7 @@ class PipeChannel:
         """Stop between chunks too (spooling does not go through the FIFO writer)."""
         for chunk in chunks:
             if self._stop.is_set():
-                raise _Stopped
+                raise Stopped
             yield chunk
 
 
@@ -512,27 +443,3 @@ def _changed(item: PipeItem, length: int, problem: str) -> SourceError:
     return SourceError(
         f"{item.name}: {problem} (expected {length}); was it modified while being read?"
     )
-
-
-def _regular_file(stream: BinaryIO) -> tuple[int, int, int] | None:
-    """(fd, position, file size) of a stream that is a plain file object (``open(path, "rb")``)
-    over a regular file, else None (S3 bodies; wrappers that transform what they read)."""
-    if not isinstance(getattr(stream, "raw", stream), io.FileIO):
-        return None
-    try:
-        fd = stream.fileno()
-        info = os.fstat(fd)
-        position = stream.tell()
-    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is both
-        return None
-    if not stat.S_ISREG(info.st_mode):
-        return None
-    return fd, position, info.st_size
-
-
-def _grow_pipe(fd: int) -> None:
-    """Raise the pipe buffer (64 KiB by default on Linux): fewer wake-ups, more throughput."""
-    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
-    if set_size is not None:
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(fd, set_size, PIPE_BUFFER)

@@ -37,10 +37,11 @@ import io
 import json
 import os
 import random
+import stat
 import zlib
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, BinaryIO
+from typing import IO, TYPE_CHECKING, BinaryIO, NamedTuple
 
 from emulator.errors import SourceError
 from emulator.storage import Entry, Source, is_local_uri, open_uri
@@ -54,12 +55,13 @@ REF_SUFFIX = "-ref"
 _GZIP_WBITS = 16 + zlib.MAX_WBITS  # gzip header and trailer required
 
 
-@dataclass(frozen=True)
-class PipeItem:
+class PipeItem(NamedTuple):
     """One payload. ``size`` is its stored length when known before opening (None: unknown);
     ``inline`` payloads are bytes in memory: opening them is free and they are never gunzipped.
     ``path``, when set, is a local file holding the payload, which a reader may open itself
-    instead of calling ``open`` (the Pipe feeder does: os.open and splice, no file object)."""
+    instead of calling ``open`` (the Pipe feeder does: os.open and splice, no file object).
+    A NamedTuple, not a frozen dataclass: one is made per object per epoch, and that costs
+    a third as much."""
 
     name: str
     open: Callable[[], BinaryIO]
@@ -92,11 +94,21 @@ def epoch_order(
     return order
 
 
+class LocalFiles(NamedTuple):
+    """Units that are each one local file: unit ``i`` is the file ``paths[i]``, listed with
+    ``sizes[i]`` bytes (``PipeItems.unit(i)`` gives the same as a PipeItem)."""
+
+    paths: Sequence[str]
+    sizes: Sequence[int]
+
+
 class PipeItems:
     """The per-epoch sequence of items of one channel on one host.
 
     ``count`` units, unit ``i`` expanding to the items ``expand(i)``; build with
-    ``from_source`` or ``from_augmented_manifest``.
+    ``from_source`` or ``from_augmented_manifest``. ``local_files``, when set, describes the
+    units without a PipeItem each (a LocalSource's objects): the Pipe feeder sends thousands
+    of small files a second, and making an object per file is a good part of that work.
     """
 
     def __init__(
@@ -106,11 +118,13 @@ class PipeItems:
         *,
         shuffle_seed: int | None = None,
         shard: Shard | None = None,
+        local_files: LocalFiles | None = None,
     ) -> None:
         self._count = count
         self._expand = expand
         self.shuffle_seed = shuffle_seed
         self.shard = shard
+        self.local_files = local_files
 
     @classmethod
     def from_source(
@@ -131,7 +145,10 @@ class PipeItems:
             path = entry.location if local else None
             return (PipeItem(entry.relative_path, opener, entry.size, path=path),)
 
-        return cls(len(entries), expand, shuffle_seed=shuffle_seed, shard=shard)
+        files = None
+        if local:
+            files = LocalFiles([e.location for e in entries], [e.size for e in entries])
+        return cls(len(entries), expand, shuffle_seed=shuffle_seed, shard=shard, local_files=files)
 
     @classmethod
     def from_augmented_manifest(
@@ -163,6 +180,10 @@ class PipeItems:
 
     def order(self, epoch: int) -> list[int]:
         return epoch_order(self._count, epoch, self.shuffle_seed, self.shard)
+
+    def unit(self, index: int) -> Sequence[PipeItem]:
+        """The items of unit ``index`` (0-based, before shuffling and sharding)."""
+        return self._expand(index)
 
     def epoch(self, epoch: int) -> Iterator[PipeItem]:
         """The items of ``epoch``, in the order they are sent."""
@@ -310,3 +331,19 @@ def known_length(stream: IO[bytes]) -> int | None:
     except (OSError, ValueError):
         return None
     return end - here
+
+
+def regular_file(stream: BinaryIO) -> tuple[int, int, int] | None:
+    """(fd, position, file size) of a stream that is a plain file object (``open(path, "rb")``)
+    over a regular file, else None (S3 bodies; wrappers that transform what they read)."""
+    if not isinstance(getattr(stream, "raw", stream), io.FileIO):
+        return None
+    try:
+        fd = stream.fileno()
+        info = os.fstat(fd)
+        position = stream.tell()
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is both
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    return fd, position, info.st_size

@@ -56,6 +56,14 @@ def header(length: int, flag: Flag = Flag.COMPLETE) -> bytes:
     return _HEADER.pack(MAGIC, (int(flag) << 29) | length)
 
 
+def pack_header_into(buffer: bytearray, offset: int, length: int) -> None:
+    """Write the header of a COMPLETE record of ``length`` bytes at ``offset`` (no bytes
+    object: the Pipe feeder frames small files in its write buffer)."""
+    if not 0 <= length <= MAX_LENGTH:
+        raise ValueError(f"a RecordIO record holds 0..{MAX_LENGTH} bytes, not {length}")
+    _HEADER.pack_into(buffer, offset, MAGIC, length)
+
+
 def padding(length: int) -> bytes:
     """The zero bytes that follow a payload of ``length`` bytes."""
     return _ZEROS[: -length % ALIGNMENT]
@@ -98,7 +106,7 @@ class RecordFramer:
     def begin(self) -> bytes:
         return self._next_part()
 
-    def feed(self, chunk: bytes) -> Iterator[bytes | memoryview]:
+    def feed(self, chunk: bytes | bytearray) -> Iterator[bytes | bytearray | memoryview]:
         if len(chunk) <= self._left:  # the common case: no part boundary inside the chunk
             self._left -= len(chunk)
             yield chunk

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import errno
 import gzip
 import hashlib
-import io
 import json
 import os
 import stat
@@ -13,19 +11,26 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
 
 import pytest
 
 from emulator.errors import SourceError
 from emulator.request.spec import ChannelSpec, DataSourceSpec
-from emulator.stage.pipe.feeder import SPLICE_MIN, PipeChannel
-from emulator.stage.pipe.items import CHUNK_SIZE, PipeItem, PipeItems, Shard
+from emulator.stage.pipe.feeder import PipeChannel
+from emulator.stage.pipe.items import CHUNK_SIZE, PipeItems, Shard
 from emulator.storage import Entry
 from emulator.storage.local import LocalSource
-from tests.test_recordio import decode, join_multipart
+from tests.fixtures.pipe import (
+    decode,
+    in_key_order,
+    items_of,
+    join_multipart,
+    make_local_source,
+    read_epoch,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -35,32 +40,6 @@ def no_feeder_thread_left() -> Iterator[None]:
     yield
     left = [t.name for t in threading.enumerate() if t.name.startswith("pipe-feeder-")]
     assert left == []
-
-
-def make_files(root: Path, files: dict[str, bytes]) -> LocalSource:
-    for name, data in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    return LocalSource(str(root))
-
-
-def items_of(source: LocalSource, shuffle_seed: int | None = None) -> PipeItems:
-    return PipeItems.from_source(source, source.entries(), shuffle_seed=shuffle_seed)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-
-
-def read_epoch(path: Path) -> bytes:
-    """Like ml-io: wait for the FIFO to appear, open it, read to EOF."""
-    wait_for(path.exists)
-    with open(path, "rb") as fifo:
-        return fifo.read()
 
 
 def sha(data: bytes) -> str:
@@ -84,14 +63,10 @@ def files(tmp_path: Path) -> dict[str, bytes]:
     }
 
 
-def in_key_order(files: dict[str, bytes]) -> bytes:
-    return b"".join(files[name] for name in sorted(files))
-
-
 def test_every_epoch_is_the_channel_in_key_order(
     tmp_path: Path, data_dir: Path, files: dict[str, bytes]
 ) -> None:
-    source = make_files(tmp_path / "src", files)
+    source = make_local_source(tmp_path / "src", files)
     with PipeChannel("train", data_dir, items_of(source)) as channel:
         for epoch in range(3):
             assert sha(read_epoch(data_dir / f"train_{epoch}")) == sha(in_key_order(files))
@@ -105,7 +80,7 @@ def test_every_epoch_is_the_channel_in_key_order(
 def test_a_reader_in_another_process_reads_epochs(
     tmp_path: Path, data_dir: Path, files: dict[str, bytes]
 ) -> None:
-    source = make_files(tmp_path / "src", files)
+    source = make_local_source(tmp_path / "src", files)
     script = (
         "import hashlib, sys\n"
         "for epoch in range(2):\n"
@@ -122,7 +97,7 @@ def test_a_reader_in_another_process_reads_epochs(
 def test_fifos_are_readable_by_anyone_and_next_exists_before_eof(
     tmp_path: Path, data_dir: Path, files: dict[str, bytes]
 ) -> None:
-    source = make_files(tmp_path / "src", files)
+    source = make_local_source(tmp_path / "src", files)
     channel = PipeChannel("train", data_dir, items_of(source))
     old_umask = os.umask(0o077)
     try:
@@ -151,7 +126,7 @@ def test_fifos_are_readable_by_anyone_and_next_exists_before_eof(
 def test_early_close_ends_the_epoch_and_the_next_is_complete(
     tmp_path: Path, data_dir: Path, files: dict[str, bytes]
 ) -> None:
-    source = make_files(tmp_path / "src", files)
+    source = make_local_source(tmp_path / "src", files)
     with PipeChannel("train", data_dir, items_of(source)) as channel:
         with open(data_dir / "train_0", "rb") as fifo:
             assert fifo.read(100) == in_key_order(files)[:100]
@@ -167,8 +142,10 @@ def test_early_close_ends_the_epoch_and_the_next_is_complete(
 def test_a_stalled_reader_does_not_hold_up_another_channel(
     tmp_path: Path, data_dir: Path, files: dict[str, bytes]
 ) -> None:
-    slow = PipeChannel("slow", data_dir, items_of(make_files(tmp_path / "s1", files)))
-    fast = PipeChannel("fast", data_dir, items_of(make_files(tmp_path / "s2", {"x": b"fast"})))
+    slow = PipeChannel("slow", data_dir, items_of(make_local_source(tmp_path / "s1", files)))
+    fast = PipeChannel(
+        "fast", data_dir, items_of(make_local_source(tmp_path / "s2", {"x": b"fast"}))
+    )
     with slow, fast, open(data_dir / "slow_0", "rb") as stalled:
         assert stalled.read(1) == files["a.bin"][:1]
         for epoch in range(3):
@@ -182,7 +159,7 @@ def test_a_stalled_reader_does_not_hold_up_another_channel(
 
 
 def test_stop_is_prompt_when_no_reader_ever_came(tmp_path: Path, data_dir: Path) -> None:
-    source = make_files(tmp_path / "src", {"x": b"data"})
+    source = make_local_source(tmp_path / "src", {"x": b"data"})
     channel = PipeChannel("train", data_dir, items_of(source))
     channel.start()
     assert sorted(p.name for p in data_dir.iterdir()) == ["train_0", "train_1"]
@@ -197,14 +174,14 @@ def test_stop_is_prompt_when_no_reader_ever_came(tmp_path: Path, data_dir: Path)
 def test_start_twice_is_refused_and_stop_without_start_is_harmless(
     tmp_path: Path, data_dir: Path
 ) -> None:
-    items = items_of(make_files(tmp_path / "src", {"x": b"data"}))
+    items = items_of(make_local_source(tmp_path / "src", {"x": b"data"}))
     PipeChannel("never", data_dir, items).stop()
     with PipeChannel("train", data_dir, items) as channel, pytest.raises(RuntimeError):
         channel.start()
 
 
 def test_epochs_keep_coming_without_a_limit(tmp_path: Path, data_dir: Path) -> None:
-    source = make_files(tmp_path / "src", {"x": b"tiny"})
+    source = make_local_source(tmp_path / "src", {"x": b"tiny"})
     with PipeChannel("train", data_dir, items_of(source)) as channel:
         for epoch in range(40):
             assert read_epoch(data_dir / f"train_{epoch}") == b"tiny"
@@ -215,7 +192,7 @@ def test_recordio_one_record_per_object_with_padding(
     tmp_path: Path, data_dir: Path, files: dict[str, bytes]
 ) -> None:
     files = {**files, "e1": b"1", "e2": b"22", "e3": b"333", "e4": b"4444", "e5": b"55555"}
-    source = make_files(tmp_path / "src", files)
+    source = make_local_source(tmp_path / "src", files)
     with PipeChannel("train", data_dir, items_of(source), record_io=True) as channel:
         for epoch in range(2):
             records = decode(read_epoch(data_dir / f"train_{epoch}"))
@@ -226,7 +203,7 @@ def test_recordio_one_record_per_object_with_padding(
 
 @pytest.mark.parametrize("record_io", [False, True])
 def test_zero_byte_objects(tmp_path: Path, data_dir: Path, record_io: bool) -> None:
-    source = make_files(tmp_path / "src", {"a": b"", "b": b"xy", "c": b""})
+    source = make_local_source(tmp_path / "src", {"a": b"", "b": b"xy", "c": b""})
     with PipeChannel("train", data_dir, items_of(source), record_io=record_io):
         data = read_epoch(data_dir / "train_0")
     if record_io:
@@ -255,7 +232,7 @@ def test_gzip_objects_are_decompressed_while_streamed(
         "c.gz": gzip.compress(big, compresslevel=1),
         "d.gz": gzip.compress(b""),
     }
-    source = make_files(tmp_path / "src", stored)
+    source = make_local_source(tmp_path / "src", stored)
     channel = PipeChannel(
         "train", data_dir, items_of(source), record_io=record_io, gzip=True, spool_dir=tmp_path
     )
@@ -272,7 +249,7 @@ def test_gzip_objects_are_decompressed_while_streamed(
 
 def test_shuffle_sends_each_epoch_in_its_own_seeded_order(tmp_path: Path, data_dir: Path) -> None:
     files = {f"obj{n:02}": f"payload {n}".encode() for n in range(20)}
-    source = make_files(tmp_path / "src", files)
+    source = make_local_source(tmp_path / "src", files)
     names = sorted(files)
     items = items_of(source, shuffle_seed=1234)
     orders = []
@@ -317,7 +294,7 @@ def test_gzipped_refs_are_spooled_for_recordio(tmp_path: Path, data_dir: Path) -
 def test_from_spec_takes_framing_and_compression_from_the_channel(
     tmp_path: Path, data_dir: Path
 ) -> None:
-    source = make_files(tmp_path / "src", {"x.gz": gzip.compress(b"abc")})
+    source = make_local_source(tmp_path / "src", {"x.gz": gzip.compress(b"abc")})
     spec = ChannelSpec(
         name="train",
         source=DataSourceSpec("S3Prefix", str(tmp_path / "src")),
@@ -330,7 +307,7 @@ def test_from_spec_takes_framing_and_compression_from_the_channel(
 
 
 def test_an_object_that_changed_size_fails_the_channel(tmp_path: Path, data_dir: Path) -> None:
-    source = make_files(tmp_path / "src", {"a": b"1234", "b": b"5678"})
+    source = make_local_source(tmp_path / "src", {"a": b"1234", "b": b"5678"})
     entries = [Entry("a", str(tmp_path / "src" / "a"), 8), *source.entries()[1:]]
     items = PipeItems.from_source(source, entries)
     with PipeChannel("train", data_dir, items, record_io=True) as channel:
@@ -345,7 +322,7 @@ def test_an_object_that_changed_size_fails_the_channel(tmp_path: Path, data_dir:
 def test_invalid_gzip_fails_the_channel_with_the_object_name(
     tmp_path: Path, data_dir: Path
 ) -> None:
-    source = make_files(tmp_path / "src", {"bad.gz": b"not gzip at all"})
+    source = make_local_source(tmp_path / "src", {"bad.gz": b"not gzip at all"})
     with PipeChannel("train", data_dir, items_of(source), gzip=True) as channel:
         assert read_epoch(data_dir / "train_0") == b""
         wait_for(lambda: channel.error is not None)
@@ -354,117 +331,6 @@ def test_invalid_gzip_fails_the_channel_with_the_object_name(
 
 
 def test_start_fails_clearly_when_the_data_dir_is_missing(tmp_path: Path) -> None:
-    items = items_of(make_files(tmp_path / "src", {"x": b"1"}))
+    items = items_of(make_local_source(tmp_path / "src", {"x": b"1"}))
     with pytest.raises(Exception, match="cannot create the Pipe-mode FIFO"):
         PipeChannel("train", tmp_path / "missing", items).start()
-
-
-# --- regular files: splice, pread, and Source streams over files ---------------------------
-
-
-@pytest.fixture
-def spliced(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The byte counts moved by every os.splice call (the real one) during the test."""
-    moves: list[int] = []
-    real_splice = os.splice
-
-    def counting_splice(src: int, dst: int, count: int, **kwargs: Any) -> int:
-        moved = real_splice(src, dst, count, **kwargs)
-        moves.append(moved)
-        return moved
-
-    monkeypatch.setattr(os, "splice", counting_splice)
-    return moves
-
-
-def test_large_local_files_are_spliced_small_ones_coalesced(
-    tmp_path: Path, data_dir: Path, spliced: list[int]
-) -> None:
-    files = {f"small{n:03}": os.urandom(100 + n) for n in range(200)}
-    files["big"] = os.urandom(SPLICE_MIN * 3 + 5)
-    source = make_files(tmp_path / "src", files)
-    for record_io in (False, True):
-        spliced.clear()
-        with PipeChannel("t", data_dir, items_of(source), record_io=record_io):
-            data = read_epoch(data_dir / "t_0")
-        if record_io:
-            assert [p for _, p in decode(data)] == [files[name] for name in sorted(files)]
-        else:
-            assert data == in_key_order(files)
-        assert sum(spliced) == len(files["big"])  # only the big one
-
-
-def test_where_splice_is_refused_files_are_read_and_written(
-    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    calls = []
-
-    def refuse(*args: object, **kwargs: object) -> int:
-        calls.append(args)
-        raise OSError(errno.EINVAL, "Invalid argument")
-
-    monkeypatch.setattr(os, "splice", refuse)
-    files = {"a": os.urandom(3 * CHUNK_SIZE + 1), "b": os.urandom(SPLICE_MIN + 2)}
-    source = make_files(tmp_path / "src", files)
-    with PipeChannel("t", data_dir, items_of(source), record_io=True) as channel:
-        for epoch in range(2):
-            records = decode(read_epoch(data_dir / f"t_{epoch}"))
-            assert [p for _, p in records] == [files["a"], files["b"]]
-    assert channel.error is None
-    assert len(calls) == 2  # tried once per epoch, then pread and write
-
-
-def test_a_source_stream_over_a_regular_file_is_sent_by_offset(
-    tmp_path: Path, data_dir: Path, spliced: list[int]
-) -> None:
-    """Streams of other Sources (a ManifestFile over local files) that are files, and streams
-    that are not (S3 bodies), read from their current position."""
-    big = os.urandom(2 * CHUNK_SIZE + 3)
-    (tmp_path / "big").write_bytes(b"skipped" + big)
-
-    def at_offset() -> BinaryIO:
-        stream = open(tmp_path / "big", "rb")  # noqa: SIM115 (the feeder closes it)
-        stream.seek(7)
-        return stream
-
-    items = [
-        PipeItem("file", at_offset, len(big)),
-        PipeItem("memory", lambda: io.BytesIO(b"not a file"), 10),
-    ]
-    pipe_items = PipeItems(len(items), lambda index: (items[index],))
-    for record_io in (False, True):
-        spliced.clear()
-        with PipeChannel("t", data_dir, pipe_items, record_io=record_io) as channel:
-            data = read_epoch(data_dir / "t_0")
-        assert channel.error is None
-        assert sum(spliced) == len(big)
-        if record_io:
-            assert [p for _, p in decode(data)] == [big, b"not a file"]
-        else:
-            assert data == big + b"not a file"
-
-
-def test_a_local_file_replaced_by_a_fifo_fails_the_channel_without_blocking(
-    tmp_path: Path, data_dir: Path
-) -> None:
-    source = make_files(tmp_path / "src", {"a": b"1234"})
-    entries = source.entries()
-    (tmp_path / "src" / "a").unlink()
-    os.mkfifo(tmp_path / "src" / "a")
-    with PipeChannel("t", data_dir, PipeItems.from_source(source, entries)) as channel:
-        assert read_epoch(data_dir / "t_0") == b""
-        wait_for(lambda: channel.error is not None)
-    assert "is not a regular file" in str(channel.error)
-
-
-def test_a_recordio_object_that_grew_fails_before_its_header(
-    tmp_path: Path, data_dir: Path
-) -> None:
-    source = make_files(tmp_path / "src", {"a": b"1234", "b": b"5678"})
-    entries = source.entries()
-    (tmp_path / "src" / "b").write_bytes(b"56789")
-    with PipeChannel("t", data_dir, PipeItems.from_source(source, entries), record_io=True) as ch:
-        data = read_epoch(data_dir / "t_0")
-        wait_for(lambda: ch.error is not None)
-    assert decode(data) in ([], [(0, b"1234")])  # no header of b, no partial record
-    assert "b: the file now holds 5 bytes (expected 4)" in str(ch.error)

@@ -11,6 +11,7 @@ contract (not the emulator's). Readers report through /opt/ml/model (model.tar.g
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import json
@@ -27,11 +28,10 @@ from typing import Any
 import pytest
 
 from emulator.stage.pipe.items import epoch_order
-from tests.fixtures.jobs import JobRunner, channel, python_reader_members
+from tests.fixtures.jobs import JobRunner, busybox_request, channel, python_reader_members
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(60)]
 
-BUSYBOX = "sagemaker-emulator/busybox:latest"
 DATA = "/opt/ml/input/data"
 MIB = 1024 * 1024
 MAGIC_BYTES = bytes.fromhex("0a23d7ce")  # uint32 0xCED7230A, little-endian
@@ -122,20 +122,7 @@ def in_key_order(files: dict[str, bytes]) -> bytes:
     return b"".join(files[name] for name in sorted(files))
 
 
-def shell_job(jobs: JobRunner, script: str, channels: list[dict[str, Any]], **members: Any) -> Any:
-    """A request whose container runs ``sh -c script`` in busybox, job-level mode Pipe."""
-    algorithm = {
-        "TrainingImage": BUSYBOX,
-        "TrainingInputMode": "Pipe",
-        "ContainerEntrypoint": ["sh", "-c", script],
-        **members.pop("algorithm", {}),
-    }
-    return jobs.request(
-        AlgorithmSpecification=algorithm,
-        InputDataConfig=channels,
-        StoppingCondition={"MaxRuntimeInSeconds": 40},
-        **members,
-    )
+shell_job = functools.partial(busybox_request, mode="Pipe", max_runtime=40)
 
 
 def python_job(jobs: JobRunner, body: str, channels: list[dict[str, Any]], **members: Any) -> Any:

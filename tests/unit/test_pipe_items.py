@@ -76,6 +76,28 @@ def test_items_from_a_source_follow_entries_and_carry_sizes(tmp_path: Path) -> N
     assert [i.path for i in items] == [str(tmp_path / n) for n in ("a", "b", "c/d")]
 
 
+def test_local_files_describe_a_local_source_without_items(tmp_path: Path) -> None:
+    for name, data in {"b": b"22", "a": b"1"}.items():
+        (tmp_path / name).write_bytes(data)
+    source = LocalSource(str(tmp_path))
+    items = PipeItems.from_source(source, source.entries(), shuffle_seed=3)
+    assert items.local_files is not None
+    paths, sizes = items.local_files
+    assert list(paths) == [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert list(sizes) == [1, 2]
+    for index in range(2):
+        (item,) = items.unit(index)
+        assert (item.path, item.size) == (paths[index], sizes[index])
+    in_order = [items.unit(i)[0] for i in items.order(1)]
+    assert [(i.name, i.path) for i in in_order] == [(i.name, i.path) for i in items.epoch(1)]
+
+
+def test_items_of_other_sources_and_manifests_have_no_local_files(tmp_path: Path) -> None:
+    uri = write_manifest(tmp_path / "m.jsonl", [{"a": 1}])
+    assert PipeItems.from_augmented_manifest(uri, ["a"]).local_files is None
+    assert PipeItems(0, lambda index: ()).local_files is None
+
+
 def write_manifest(path: Path, lines: list[object]) -> str:
     text = "\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines)
     path.write_text(text + "\n", encoding="utf-8")

@@ -11,39 +11,7 @@ from hypothesis import strategies as st
 
 from emulator.stage.pipe import recordio
 from emulator.stage.pipe.recordio import Flag, RecordFramer, RecordLengthError
-
-
-def decode(data: bytes) -> list[tuple[int, bytes]]:
-    """(flag, payload) per record; checks magic, zero padding and 4-byte alignment."""
-    records, pos = [], 0
-    while pos < len(data):
-        magic, word = struct.unpack_from("<II", data, pos)
-        assert magic == 0xCED7230A, f"bad magic at {pos}"
-        flag, length = word >> 29, word & ((1 << 29) - 1)
-        payload = data[pos + 8 : pos + 8 + length]
-        assert len(payload) == length, "truncated record"
-        pad_end = pos + 8 + (length + 3) // 4 * 4
-        assert data[pos + 8 + length : pad_end] == bytes(pad_end - pos - 8 - length)
-        records.append((flag, payload))
-        pos = pad_end
-    assert pos == len(data)
-    return records
-
-
-def join_multipart(records: list[tuple[int, bytes]]) -> list[bytes]:
-    """Payloads with BEGIN/MIDDLE/END parts concatenated (as ml-io and PipeModeDataset do)."""
-    payloads: list[bytes] = []
-    open_part = False
-    for flag, payload in records:
-        if flag in (0, 1):
-            assert not open_part
-            payloads.append(payload)
-        else:
-            assert open_part and flag in (2, 3)
-            payloads[-1] += payload
-        open_part = flag in (1, 2)
-    assert not open_part
-    return payloads
+from tests.fixtures.pipe import decode, join_multipart
 
 
 def test_header_bytes_are_little_endian_magic_then_length() -> None:
@@ -56,6 +24,15 @@ def test_header_bytes_are_little_endian_magic_then_length() -> None:
 def test_header_refuses_lengths_outside_29_bits(length: int) -> None:
     with pytest.raises(ValueError):
         recordio.header(length)
+    with pytest.raises(ValueError):
+        recordio.pack_header_into(bytearray(8), 0, length)
+
+
+@pytest.mark.parametrize("length", [0, 5, recordio.MAX_LENGTH])
+def test_a_header_packed_into_a_buffer_is_the_same_header(length: int) -> None:
+    buffer = bytearray(b"x" * 12)
+    recordio.pack_header_into(buffer, 2, length)
+    assert buffer == b"xx" + recordio.header(length) + b"xx"
 
 
 @pytest.mark.parametrize(("length", "pad"), [(0, 0), (1, 3), (2, 2), (3, 1), (4, 0), (5, 3)])
