@@ -18,6 +18,7 @@ left, whichever way the job ended.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -39,7 +40,9 @@ from emulator.stage.fastfile.mount import FSTYPE, find_stale_mounts, force_unmou
 from emulator.state.store import JobStore
 from tests.fixtures.cli import EMULATOR, start_cli_job
 from tests.fixtures.jobs import (
+    BUSYBOX,
     JobRunner,
+    busybox_request,
     channel,
     python_reader_members,
     sha256sums,
@@ -49,7 +52,6 @@ from tests.fixtures.s3 import S3Server
 
 pytestmark = [pytest.mark.docker, pytest.mark.fuse, pytest.mark.timeout(90)]
 
-BUSYBOX = "sagemaker-emulator/busybox:latest"
 NONROOT = "sagemaker-emulator/probe-nonroot:latest"
 DATA = "/opt/ml/input/data"
 MIB = 1024 * 1024
@@ -192,19 +194,7 @@ def python_job(
     )
 
 
-def shell_job(jobs: JobRunner, script: str, channels: list[dict[str, Any]], **members: Any) -> Any:
-    """A request whose container runs busybox ``sh -c script``, job-level mode FastFile."""
-    algorithm = {
-        "TrainingImage": BUSYBOX,
-        "TrainingInputMode": "FastFile",
-        "ContainerEntrypoint": ["sh", "-c", script],
-    }
-    return jobs.request(
-        AlgorithmSpecification=algorithm,
-        InputDataConfig=channels,
-        StoppingCondition={"MaxRuntimeInSeconds": 60},
-        **members,
-    )
+shell_job = functools.partial(busybox_request, mode="FastFile", max_runtime=60)
 
 
 def run_clean(jobs: JobRunner, request: dict[str, Any], status: str = "Completed") -> Any:
