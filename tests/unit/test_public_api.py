@@ -4,6 +4,7 @@ are the CLI's twins (describe, list, stop, prune, logs without an engine)."""
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -104,7 +105,7 @@ def test_stop_refuses_a_finished_job_and_one_whose_emulator_is_gone(state_home: 
     dead.wait()
     orphan = JobStore(state_home)
     orphan.create(record_of("orphan"))
-    with orphan._db() as db:  # the job's emulator is a process that has exited
+    with sqlite3.connect(orphan.path) as db:  # its emulator: a process that has exited
         db.execute("UPDATE jobs SET pid = ? WHERE name = 'orphan'", (dead.pid,))
     with pytest.raises(EmulatorError, match="emulator prune"):
         api.stop("orphan", home=state_home)
