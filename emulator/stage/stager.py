@@ -2,7 +2,8 @@
 
     File      copied into <host>/input/data/<channel> before the container starts
     Pipe      FIFO feeders <channel>_<epoch> in <host>/input/data, streaming while it runs
-    FastFile  a read-only FUSE mount, bind-mounted read-only at /opt/ml/input/data/<channel>
+    FastFile  bind-mounted read-only at /opt/ml/input/data/<channel>: a local directory that
+              is exactly the listing as it is, else a read-only FUSE mount (fastfile/localview.py)
 
 ``resolve_channels`` lists every source up front (preflight: a missing location, an empty
 prefix, an unreadable local file or an unusable FUSE fails before anything is created) and plans
@@ -27,7 +28,7 @@ from emulator.plan.channels import plan_data_source
 from emulator.plan.layout import CONTAINER_ML, HostLayout, make_writable
 from emulator.progress import Progress
 from emulator.request.spec import ChannelSpec, JobSpec
-from emulator.stage.fastfile import FastFileMount, check_fuse_available
+from emulator.stage.fastfile import FastFileMount, LocalViews, check_fuse_available
 from emulator.stage.pipe.feeder import PipeChannel
 from emulator.stage.pipe.items import PipeItems, Shard
 from emulator.storage import Entry, Source, open_source
@@ -124,6 +125,9 @@ class ChannelStager:
         self.notice = notice
         self._feeders: list[tuple[str, PipeChannel]] = []
         self._resources = ExitStack()
+        # Local FastFile directories shown as they are; checked for changes last, on exit.
+        self._local_views = LocalViews(notice)
+        self._resources.callback(self._local_views.check_unchanged)
         for resolved in channels.values():
             if resolved.skipped:
                 notice(
@@ -187,6 +191,14 @@ class ChannelStager:
         self, resolved: ResolvedChannel, entries: list[Entry], layout: HostLayout
     ) -> Mount:
         name = resolved.channel.name
+        target = f"{CONTAINER_ML}/input/data/{name}"
+        # A local directory that is exactly the listing: bind-mounted as it is, no FUSE
+        # (fastfile/localview.py says when).
+        direct = self._local_views.directory(
+            resolved.channel, resolved.source, entries, resolved.entries
+        )
+        if direct is not None:
+            return Mount(target, direct, read_only=True)
         mountpoint = self.work_dir / "fastfile" / layout.host.name / name
         mountpoint.mkdir(parents=True, exist_ok=True)
         mount = FastFileMount(
@@ -198,7 +210,7 @@ class ChannelStager:
             s3_settings=self.s3_settings,
         )
         self._resources.enter_context(mount)
-        return Mount(f"{CONTAINER_ML}/input/data/{name}", mountpoint, read_only=True)
+        return Mount(target, mountpoint, read_only=True)
 
     def start_feeding(self) -> None:
         """Start streaming Pipe channels (just before the containers start): the first two

@@ -1,6 +1,12 @@
 """FastFile mode end to end (CONTRACT.md section 4): real jobs on the real engine whose container
 reads the channel at /opt/ml/input/data/<channel>, a read-only FUSE mount of the emulator.
 
+A local directory that is exactly its listing is bind-mounted read-only instead, without FUSE
+(fastfile/localview.py; its tests are in test_fastfile_localview.py). The tests here that look
+at the FUSE view itself (its modes, block-cache counters, mount and server) ask for it on
+their local channels with the ``fuse_view`` fixture (EMULATOR_FASTFILE_LOCAL=fuse); the tests
+that hold for both views run with each.
+
 Readers are Python scripts run by the python image (the script travels base64-encoded in
 hyperparameters ``reader.NN``, as in test_pipe_job.py) or busybox one-liners. They report
 through /opt/ml/model/report.json (model.tar.gz); the test compares with its own checksums of
@@ -36,6 +42,7 @@ import docker
 import pytest
 
 from emulator.engine import LABEL_JOB
+from emulator.stage.fastfile import ENV_LOCAL_VIEW
 from emulator.stage.fastfile.mount import FSTYPE, find_stale_mounts, force_unmount, read_mounts
 from emulator.state.store import JobStore
 from tests.fixtures.cli import EMULATOR, start_cli_job
@@ -134,11 +141,35 @@ def expected_tree(files: dict[str, bytes]) -> dict[str, list[Any]]:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("fastfile-data")
+    root.chmod(0o755)  # mktemp makes it 0700: bind-mounted only when every user may read it
     for name, content in FILES.items():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
     return root
+
+
+@pytest.fixture
+def fuse_view(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Local channels served through FUSE too, as S3 channels and shards always are."""
+    monkeypatch.setenv(ENV_LOCAL_VIEW, "fuse")
+
+
+@pytest.fixture(params=["bind", "fuse"])
+def view(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each way a local FastFile channel is shown: its directory bind-mounted, or FUSE."""
+    if request.param == "fuse":
+        monkeypatch.setenv(ENV_LOCAL_VIEW, "fuse")
+    return str(request.param)
+
+
+def host_tree(root: Path) -> dict[str, list[Any]]:
+    """What PRELUDE's ``tree`` gives for a bind mount of ``root``: the host's sizes and modes."""
+    found: dict[str, list[Any]] = {}
+    for path in root.rglob("*"):
+        info = path.lstat()
+        found[str(path.relative_to(root))] = [info.st_size, oct(info.st_mode)]
+    return found
 
 
 def fastfile_mounts(root: Path | None = None) -> list[Path]:
@@ -230,7 +261,7 @@ LIST_THEN_READ = """
 
 @pytest.mark.parametrize("where", ["local", "moto"])
 def test_listing_and_sizes_before_any_read_then_every_byte(
-    jobs: JobRunner, data: Path, where: str, request: pytest.FixtureRequest
+    jobs: JobRunner, data: Path, where: str, request: pytest.FixtureRequest, fuse_view: None
 ) -> None:
     if where == "moto":
         s3: S3Server = request.getfixturevalue("moto_s3")
@@ -298,16 +329,21 @@ WRITES = """
 """
 
 
-def test_writes_renames_deletes_and_chmod_fail_with_erofs(jobs: JobRunner, data: Path) -> None:
+def test_writes_renames_deletes_and_chmod_fail_with_erofs(
+    jobs: JobRunner, data: Path, view: str
+) -> None:
     seen = report(jobs, run_clean(jobs, python_job(jobs, WRITES, [channel("train", data)])))
     assert set(seen["errors"].values()) == {"EROFS"}, seen["errors"]
     assert seen["messages"] == ["Read-only file system"]
-    assert seen["after"] == expected_tree(FILES)
+    if view == "fuse":
+        assert seen["after"] == expected_tree(FILES)
+    else:  # the directory itself: its own modes, unchanged
+        assert seen["after"] == host_tree(data)
     for name, content in FILES.items():
         assert (data / name).read_bytes() == content
 
 
-def test_the_shell_sees_read_only_file_system(jobs: JobRunner, data: Path) -> None:
+def test_the_shell_sees_read_only_file_system(jobs: JobRunner, data: Path, view: str) -> None:
     script = (
         f"cd {DATA}/train; for c in 'touch new' 'rm a.csv' 'mv a.csv b' 'chmod 777 a.csv' "
         "'mkdir x' 'cp a.csv a2'; do $c 2>&1; done; echo done"
@@ -339,7 +375,9 @@ RANGES = """
 """
 
 
-def test_random_reads_seek_and_mmap_return_the_right_bytes(jobs: JobRunner, data: Path) -> None:
+def test_random_reads_seek_and_mmap_return_the_right_bytes(
+    jobs: JobRunner, data: Path, fuse_view: None
+) -> None:
     rng = random.Random(5)
     ranges: list[tuple[str, int, int]] = []
     for name in ("big.bin", "nested/deeper/c.bin", "a.csv"):
@@ -406,7 +444,9 @@ CONCURRENT = """
 """
 
 
-def test_many_concurrent_readers_get_exactly_the_source(jobs: JobRunner, data: Path) -> None:
+def test_many_concurrent_readers_get_exactly_the_source(
+    jobs: JobRunner, data: Path, fuse_view: None
+) -> None:
     seen = report(jobs, run_clean(jobs, python_job(jobs, CONCURRENT, [channel("train", data)])))
     assert len(seen["results"]) == 12 + 4 * 20
     for kind, *rest in seen["results"]:
@@ -422,7 +462,7 @@ def test_many_concurrent_readers_get_exactly_the_source(jobs: JobRunner, data: P
     assert seen["stats"]["fetched_bytes"] == sum(map(len, FILES.values()))
 
 
-def test_a_non_root_image_reads_the_channel(jobs: JobRunner, data: Path) -> None:
+def test_a_non_root_image_reads_the_channel(jobs: JobRunner, data: Path, view: str) -> None:
     request = jobs.request(
         AlgorithmSpecification={"TrainingImage": NONROOT, "TrainingInputMode": "FastFile"},
         InputDataConfig=[channel("train", data)],
@@ -485,7 +525,7 @@ MIXED = """
 
 
 def test_file_fastfile_and_pipe_channels_in_one_job(
-    jobs: JobRunner, data: Path, make_files: Any
+    jobs: JobRunner, data: Path, make_files: Any, view: str
 ) -> None:
     copied = {"f1.txt": b"copied\n", "sub/f2.bin": os.urandom(5000)}
     streamed = {"s1": os.urandom(3000), "s2": b"streamed\n"}
@@ -517,7 +557,9 @@ class Boom(Exception):
 @pytest.mark.parametrize(
     "ending", ["failure", "max-runtime", "exception", "ctrl-c"], ids=lambda ending: ending
 )
-def test_the_mount_is_gone_after_the_job_ends(jobs: JobRunner, data: Path, ending: str) -> None:
+def test_the_mount_is_gone_after_the_job_ends(
+    jobs: JobRunner, data: Path, ending: str, fuse_view: None
+) -> None:
     rest = "exit 3" if ending == "failure" else "sleep 30 & wait"
     request = shell_job(
         jobs,
@@ -555,7 +597,7 @@ def test_the_mount_is_gone_after_the_job_ends(jobs: JobRunner, data: Path, endin
 
 @pytest.mark.parametrize("killed", ["emulator", "emulator-and-file-system"])
 def test_prune_after_sigkill_removes_the_stale_mount(
-    jobs: JobRunner, data: Path, killed: str
+    jobs: JobRunner, data: Path, killed: str, fuse_view: None
 ) -> None:
     process, name = start_cli_job(jobs, "--input-mode", "FastFile", "--channel", f"train={data}")
     (mount,) = fastfile_mounts(jobs.work_root)

@@ -28,6 +28,7 @@ from emulator import run_training_job
 from emulator.cleanup.prune import stop_process
 from emulator.engine import LABEL_JOB
 from emulator.request.spec import DataSourceSpec
+from emulator.stage.fastfile import ENV_LOCAL_VIEW
 from emulator.stage.fastfile.mount import (
     FSTYPE,
     FastFileMount,
@@ -44,6 +45,14 @@ pytestmark = [pytest.mark.docker, pytest.mark.fuse, pytest.mark.timeout(120)]
 EMULATOR = [sys.executable, "-m", "emulator"]
 MakeFiles = Callable[[dict[str, bytes]], Path]
 HOSTS = ("algo-1", "algo-2")
+
+
+@pytest.fixture(autouse=True)
+def fuse_view(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The FastFile channel through FUSE (a local directory is otherwise bind-mounted as it
+    is, fastfile/localview.py): its mounts and servers are what must not leak."""
+    monkeypatch.setenv(ENV_LOCAL_VIEW, "fuse")
+
 
 # Uses both channels, keeps a file of the FUSE mount open and a FIFO held unread (its feeder
 # blocks on a full pipe), says "ready", then ends as $END says.

@@ -558,6 +558,62 @@ def test_files_opened_in_listing_order_get_the_next_first_block_early(tmp_path: 
         cache.close()
 
 
+def fetched(source: CountingSource) -> set[tuple[str, int]]:
+    """(file, block) of every fetch once none is pending (blocks of 4096 bytes)."""
+    return {(name, offset // 4096) for name, offset, _ in source.calls}
+
+
+def test_a_file_read_to_its_end_in_listing_order_reads_ahead_into_the_next_ones(
+    tmp_path: Path,
+) -> None:
+    channel = make_channel(tmp_path / "src", {f"part-{n}": 3 * 4096 for n in range(4)})
+    source = CountingSource(str(channel))
+    entries = source.entries()
+    cache = BlockCache(source, block_size=4096, capacity_bytes=64 * 4096, readahead_blocks=4)
+    try:
+        handle = ReadHandle(cache, 0, entries[0], entries)
+        for block in range(3):
+            handle.read(block * 4096, 4096)
+        assert wait_for(lambda: not cache._pending)
+        # The window (1, 2, then 4 blocks) runs on past the end: the next file, and the first
+        # block of the one after.
+        assert fetched(source) == {
+            *((f"part-{n}", b) for n in (0, 1) for b in range(3)),
+            ("part-2", 0),
+        }
+        # The next file starts with the full window: its first read reaches into part-2.
+        ReadHandle(cache, 1, entries[1], entries).read(0, 100)
+        assert wait_for(lambda: ("part-2", 1) in fetched(source))
+    finally:
+        cache.close()
+
+
+def test_a_reader_stopping_early_in_each_file_never_reads_ahead_into_the_next(
+    tmp_path: Path,
+) -> None:
+    channel = make_channel(tmp_path / "src", {f"part-{n}": 3 * 4096 for n in range(4)})
+    source = CountingSource(str(channel))
+    entries = source.entries()
+    cache = BlockCache(source, block_size=4096, capacity_bytes=64 * 4096, readahead_blocks=4)
+    try:
+        for file_id in range(4):
+            ReadHandle(cache, file_id, entries[file_id], entries).read(0, 1000)
+        assert wait_for(lambda: not cache._pending)
+        # Each file's first block, and its second read ahead: never the next file's.
+        assert fetched(source) == {(f"part-{n}", b) for n in range(4) for b in (0, 1)}
+        # Without the listing (a file opened out of order) the end of a file is the end.
+        cache2 = BlockCache(source, block_size=4096, capacity_bytes=64 * 4096)
+        source.calls.clear()
+        handle = ReadHandle(cache2, 3, entries[3])
+        for block in range(3):
+            handle.read(block * 4096, 4096)
+        assert wait_for(lambda: not cache2._pending)
+        assert fetched(source) == {("part-3", b) for b in range(3)}
+        cache2.close()
+    finally:
+        cache.close()
+
+
 class PatternSource(CountingSource):
     """Synthesized bytes (any size, no file), counted like CountingSource."""
 

@@ -9,7 +9,11 @@ FastFile reads are served from fixed-size blocks (8 MiB by default) fetched with
   on the first reader's fetch);
 - prefetches the next blocks in a small thread pool when a handle reads sequentially, the
   window doubling from one block up to ``readahead_blocks`` so a reader that only peeks at the
-  start of a file costs at most one extra block.
+  start of a file costs at most one extra block;
+- for a file opened in listing order (a reader going through the channel file after file),
+  lets the window run on past the end of the file into the first blocks of the next ones, so
+  the fetches never pause at a file boundary (a reader that stops before the end of each file
+  never gets there).
 
 It is independent of FUSE so it can be tested in-process.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
@@ -33,6 +38,9 @@ DEFAULT_CACHE_BYTES = 256 * MiB
 DEFAULT_READAHEAD_BLOCKS = 8
 DEFAULT_FETCH_WORKERS = 8
 DEMOTE_LAG_BYTES = 8 * MiB  # > the kernel read-ahead window FastFile sets (4 MiB)
+# Read-ahead past the end of a file visits at most this many following files (empty ones
+# hold no block), so a run of empty files costs nothing per read.
+SPILL_FILES = 16
 
 BlockKey = tuple[int, int]  # (file id, block index)
 
@@ -83,6 +91,8 @@ class BlockCache:
         self._lock = threading.Lock()
         self._stats = CacheStats()
         self._pool = ThreadPoolExecutor(max_workers=max(1, fetch_workers), thread_name_prefix="ra")
+        # The file a sequential reader's window last ran on into (``ReadHandle``).
+        self.streaming_into = -1
 
     def stats(self) -> CacheStats:
         with self._lock:
@@ -183,15 +193,29 @@ class ReadHandle:
     A read is sequential when it enters the block after the furthest block read so far
     (reads within known blocks may arrive out of order: the kernel sends read-ahead requests
     in parallel). Forward jumps reset the window; going back far restarts the detection.
+
+    ``following`` (the channel's entries, this one at ``file_id``), when given, lets the
+    window run on into the next files once it reaches the end of this one.
     """
 
-    def __init__(self, cache: BlockCache, file_id: int, entry: Entry) -> None:
+    def __init__(
+        self,
+        cache: BlockCache,
+        file_id: int,
+        entry: Entry,
+        following: Sequence[Entry] | None = None,
+    ) -> None:
         self.cache = cache
         self.file_id = file_id
         self.entry = entry
+        self.following = following
         self._lock = threading.Lock()
         self._furthest = -1  # furthest block read so far
         self._window = 0  # current read-ahead window, in blocks
+        if following is not None and cache.streaming_into == file_id:
+            # The previous file was read to its end and its window ran on into this one: a
+            # reader streaming through the channel, whose window need not grow again.
+            self._window = cache.readahead_blocks
 
     def read(self, offset: int, size: int) -> bytes:
         pieces = self.pieces(offset, size)
@@ -241,3 +265,19 @@ class ReadHandle:
         count = self.cache.block_count(self.entry)
         for index in range(last + 1, min(last + 1 + window, count)):
             self.cache.prefetch(self.file_id, self.entry, index)
+        if self.following is not None and last + 1 + window > count:
+            self._spill(last + 1 + window - count)
+
+    def _spill(self, blocks: int) -> None:
+        """Prefetch the first ``blocks`` blocks of the files after this one, in order."""
+        following = self.following
+        assert following is not None
+        self.cache.streaming_into = self.file_id + 1
+        for file_id in range(self.file_id + 1, min(self.file_id + 1 + SPILL_FILES, len(following))):
+            entry = following[file_id]
+            take = min(blocks, self.cache.block_count(entry))
+            for index in range(take):
+                self.cache.prefetch(file_id, entry, index)
+            blocks -= take
+            if blocks <= 0:
+                return

@@ -10,9 +10,12 @@ Listing is the only up-front cost: the tree and the sizes come from the entries,
 fetched on demand through ``Source.read_range`` into a bounded block cache with sequential
 read-ahead (``blockcache``), and copied from the cached blocks straight into libfuse's reply
 buffer (``read_into``). Files opened in listing order get the next file's first block fetched
-ahead. The mount is tagged with fsname ``emulator-fastfile:<pid>:<label>``.
+ahead, and their read-ahead runs on into the next files. The mount is tagged with fsname
+``emulator-fastfile:<pid>:<label>``.
 
 Keep this module light to import: it must not pull in docker, rich or the request validator.
+For an S3 channel even boto3 is imported beside the mount, not before it (``_DeferredSource``),
+and its client made while the container starts: the mount is ready in about 0.1 s.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import IO, Any, NoReturn
+from typing import IO, Any, BinaryIO, NoReturn
 
 from emulator.errors import EmulatorError, EnvironmentProblem
 from emulator.stage.fastfile.blockcache import BlockCache, ReadHandle
@@ -152,14 +155,18 @@ class FastFileOperations:
         with self._lock:
             handle = self._next_handle
             self._next_handle += 1
-            self._handles[handle] = ReadHandle(self.cache, file_id, self.entries[file_id])
             in_order = file_id == self._last_opened + 1
+            # A file opened in listing order reads ahead into the next ones.
+            following = self.entries if in_order else None
+            self._handles[handle] = ReadHandle(
+                self.cache, file_id, self.entries[file_id], following
+            )
             self._last_opened = file_id
         # A reader going through the files in listing order (shards, a sorted walk) finds
         # the next file's first block fetched while it reads this one.
-        following = file_id + 1
-        if in_order and following < len(self.entries) and self.entries[following].size:
-            self.cache.prefetch(following, self.entries[following], 0)
+        after = file_id + 1
+        if in_order and after < len(self.entries) and self.entries[after].size:
+            self.cache.prefetch(after, self.entries[after], 0)
         return handle
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
@@ -236,32 +243,73 @@ def _watch_lifeline(stdin: IO[bytes]) -> None:
     signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
 
 
+class _DeferredSource(Source):
+    """An S3 channel's Source, made on first use: importing boto3 (~0.15 s) need not delay
+    the mount, the warm-up makes it while the container starts (``serve``)."""
+
+    def __init__(self, config: MountConfig) -> None:
+        self.uri = config.data_source.uri
+        self._config = config
+        self._lock = threading.Lock()
+        self._source: Source | None = None
+
+    def get(self) -> Source:
+        with self._lock:
+            if self._source is None:
+                from emulator.storage import open_source
+
+                self._source = open_source(self._config.data_source, self._config.s3_settings)
+            return self._source
+
+    def entries(self) -> list[Entry]:
+        return self.get().entries()
+
+    def open(self, entry: Entry) -> BinaryIO:
+        return self.get().open(entry)
+
+    def read_range(self, entry: Entry, offset: int, length: int) -> bytes:
+        return self.get().read_range(entry, offset, length)
+
+    def download(self, *args: Any, **kwargs: Any) -> None:
+        self.get().download(*args, **kwargs)  # not used by the file system
+
+
 def _warm_up(source: Source) -> None:
-    s3 = sys.modules.get("emulator.storage.s3")  # not imported: not an S3 channel
-    if s3 is not None and isinstance(source, s3.S3Source):
-        with contextlib.suppress(Exception):  # a real problem shows on the first read
+    with contextlib.suppress(Exception):  # a real problem shows on the first read
+        if isinstance(source, _DeferredSource):
+            source = source.get()
+        s3 = sys.modules.get("emulator.storage.s3")  # not imported: not an S3 channel
+        if s3 is not None and isinstance(source, s3.S3Source):
             s3.s3_client(source.settings)
+
+
+def _open_source(config: MountConfig) -> Source:
+    """The channel's Source: S3 ones made on first use; others now, so a bad URI is a
+    ``StartError``."""
+    from emulator.storage import is_s3_uri, open_source
+
+    if is_s3_uri(config.data_source.uri):
+        return _DeferredSource(config)
+    return open_source(config.data_source, config.s3_settings)
 
 
 def serve(config: MountConfig, out: IO[bytes]) -> int:
     """Mount and serve until unmounted (the lifeline closed, SIGTERM, fusermount3 -u);
     report ``Ready`` on ``out`` once the kernel has mounted the file system."""
-    from emulator.storage import open_source
-
     cache = BlockCache(
-        open_source(config.data_source, config.s3_settings),
+        _open_source(config),
         block_size=config.block_size,
         capacity_bytes=config.cache_bytes,
         readahead_blocks=config.readahead_blocks,
         fetch_workers=config.fetch_workers,
     )
+    # Import boto3 and make the S3 client (~0.3 s together) while the kernel mounts the file
+    # system and the container starts, not on its first read.
+    threading.Thread(target=_warm_up, args=(cache.source,), daemon=True).start()
 
     def on_ready() -> None:
         # The lifeline first: if the parent is already gone, the report fails but we still exit.
         threading.Thread(target=_watch_lifeline, args=(sys.stdin.buffer,), daemon=True).start()
-        # Make the S3 client (~0.1 s of botocore start-up) while the container starts, not
-        # on its first read.
-        threading.Thread(target=_warm_up, args=(cache.source,), daemon=True).start()
         with contextlib.suppress(OSError):
             _report(out, Ready())
 
