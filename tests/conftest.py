@@ -23,6 +23,7 @@ pytest_plugins = [
     "tests.fixtures.processes",
     "tests.fixtures.store_records",
     "tests.fixtures.user_home",
+    "tests.fixtures.pipe",
 ]
 
 TESTS = Path(__file__).parent

@@ -9,9 +9,7 @@ import os
 import stat
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,14 +30,7 @@ from tests.fixtures.pipe import (
     wait_for,
 )
 
-pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture(autouse=True)
-def no_feeder_thread_left() -> Iterator[None]:
-    yield
-    left = [t.name for t in threading.enumerate() if t.name.startswith("pipe-feeder-")]
-    assert left == []
+pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("no_feeder_thread_left")]
 
 
 def sha(data: bytes) -> str:

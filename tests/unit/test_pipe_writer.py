@@ -9,7 +9,6 @@ import gzip
 import io
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -28,14 +27,7 @@ from tests.fixtures.pipe import (
     wait_for,
 )
 
-pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture(autouse=True)
-def no_feeder_thread_left() -> Iterator[None]:
-    yield
-    left = [t.name for t in threading.enumerate() if t.name.startswith("pipe-feeder-")]
-    assert left == []
+pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("no_feeder_thread_left")]
 
 
 @pytest.fixture
