@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -60,6 +61,8 @@ class DockerEngine:
 
     def __init__(self) -> None:
         where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        if not _socket_answers(where):  # docker-py would leak the socket of its failed try
+            raise EnvironmentProblem(no_engine(where))
         with engine_call("answer", wording=lambda _: no_engine(where)):
             self.client = docker.from_env(timeout=120)
             self.client.ping()
@@ -243,3 +246,20 @@ class DockerEngine:
 def _local_engine() -> bool:
     host = os.environ.get("DOCKER_HOST", "")
     return host == "" or host.startswith("unix://")
+
+
+def _socket_answers(where: str) -> bool:
+    """Whether a ``unix://`` engine socket is there and listened on (other schemes, and
+    other failures such as a permission problem, are left to docker-py's own message)."""
+    if not where.startswith("unix://"):
+        return True
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(where.removeprefix("unix://"))
+    except (FileNotFoundError, ConnectionRefusedError):
+        return False
+    except OSError:
+        return True
+    finally:
+        probe.close()
+    return True
