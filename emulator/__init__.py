@@ -6,7 +6,8 @@
 
 The verbs are those of ``emulator.api``, the CLI's twin: ``run_training_job`` (that is
 ``api.run``; ``emulator.run`` is the package that runs jobs, hence the longer name here),
-``validate``, ``describe``, ``list_jobs``, ``stop``, ``prune`` and ``logs``.
+``create_training_job`` (``api.create``: registered at once, run later, as the server does),
+``validate``, ``describe``, ``list_jobs``, ``stop``, ``prune``, ``logs`` and the tag verbs.
 
 The heavy parts (the job runner, validation, the store) are imported on first use: processes
 that need one submodule only, such as the FastFile file system process, do not pay for docker,
@@ -28,7 +29,18 @@ from emulator.errors import (
 )
 
 if TYPE_CHECKING:
-    from emulator.api import describe, list_jobs, logs, prune, stop, validate
+    from emulator.api import (
+        add_tags,
+        delete_tags,
+        describe,
+        list_jobs,
+        list_tags,
+        logs,
+        prune,
+        stop,
+        validate,
+    )
+    from emulator.api import create as create_training_job
     from emulator.api import run as run_training_job
     from emulator.config import S3Settings
     from emulator.progress import Progress
@@ -47,8 +59,12 @@ __all__ = [
     "RunOptions",
     "S3Settings",
     "SourceError",
+    "add_tags",
+    "create_training_job",
+    "delete_tags",
     "describe",
     "list_jobs",
+    "list_tags",
     "logs",
     "parse_request",
     "prune",
@@ -63,8 +79,12 @@ _LAZY = {
     "Progress": "emulator.progress",
     "RunOptions": "emulator.run.options",
     "S3Settings": "emulator.config",
+    "add_tags": "emulator.api",
+    "create_training_job": "emulator.api",
+    "delete_tags": "emulator.api",
     "describe": "emulator.api",
     "list_jobs": "emulator.api",
+    "list_tags": "emulator.api",
     "logs": "emulator.api",
     "parse_request": "emulator.request.validation",
     "prune": "emulator.api",
@@ -74,7 +94,7 @@ _LAZY = {
     "validate_request": "emulator.request.validation",
 }
 
-_RENAMED = {"run_training_job": "run"}
+_RENAMED = {"run_training_job": "run", "create_training_job": "create"}
 
 
 def __getattr__(name: str) -> Any:

@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from emulator.errors import EmulatorError
 from emulator.state.store import JobStore, process_alive
+from emulator.state.tags import JobTags
 
 if TYPE_CHECKING:
     from emulator.request.spec import JobSpec
+    from emulator.run.job import TrainingJob
     from emulator.run.options import RunOptions
 
 # The job runner (docker, boto3), the validator (botocore's model) and prune (docker) are
@@ -23,7 +25,19 @@ if TYPE_CHECKING:
 
 RUNNING_STATUSES = ("InProgress", "Stopping")
 
-__all__ = ["describe", "list_jobs", "logs", "prune", "run", "stop", "validate"]
+__all__ = [
+    "add_tags",
+    "create",
+    "delete_tags",
+    "describe",
+    "list_jobs",
+    "list_tags",
+    "logs",
+    "prune",
+    "run",
+    "stop",
+    "validate",
+]
 
 
 def run(request: dict[str, Any] | JobSpec, options: RunOptions | None = None) -> dict[str, Any]:
@@ -35,6 +49,22 @@ def run(request: dict[str, Any] | JobSpec, options: RunOptions | None = None) ->
     from emulator.run.job import run_training_job
 
     return run_training_job(request, options)
+
+
+def create(request: dict[str, Any] | JobSpec, options: RunOptions | None = None) -> TrainingJob:
+    """Register a job as CreateTrainingJob does (InProgress, Starting) and return it unrun:
+    ``describe`` shows it at once, ``stop`` stops it before or while it runs, and its
+    ``run()`` (in any thread) runs it to its end and returns the record, as ``run`` does.
+
+    Raises RequestInvalid (every problem) or JobExists (a taken name) before anything is
+    recorded; what the preflight refuses later (a missing image or data) makes the job Failed
+    with a ClientError reason, as in SageMaker."""
+    from emulator.run.job import register_training_job
+
+    job = register_training_job(request, options)
+    given = {tag["Key"]: tag.get("Value", "") for tag in job.spec.request.get("Tags", [])}
+    JobTags(job.store).add(job.spec.name, given)
+    return job
 
 
 def validate(request: object) -> list[str]:
@@ -100,3 +130,24 @@ def _hosts_with_logs(store: JobStore, name: str) -> list[str]:
     """The job's hosts in order (algo-2 before algo-10): each has a log file from its start."""
     found = [path.stem for path in store.job_dir(name).glob("algo-*.log")]
     return sorted(found, key=lambda host: (len(host), host))
+
+
+def list_tags(name: str, *, home: Path | None = None) -> dict[str, str]:
+    """The job's tags (those of its request, then AddTags/DeleteTags), in the order set."""
+    store = JobStore(home)
+    store.get(name)
+    return JobTags(store).get(name)
+
+
+def add_tags(name: str, new: dict[str, str], *, home: Path | None = None) -> None:
+    """Set tags on the job (an existing key gets the new value)."""
+    store = JobStore(home)
+    store.get(name)
+    JobTags(store).add(name, new)
+
+
+def delete_tags(name: str, keys: list[str], *, home: Path | None = None) -> None:
+    """Remove the job's tags of these keys (unknown keys are ignored, as in SageMaker)."""
+    store = JobStore(home)
+    store.get(name)
+    JobTags(store).delete(name, keys)

@@ -66,10 +66,27 @@ def run_training_job(
     KeyboardInterrupt stops the job (SIGTERM, grace, SIGKILL), records it Stopped, cleans up,
     and propagates.
     """
+    return _training_job(request, options).run()
+
+
+def register_training_job(
+    request: dict[str, Any] | JobSpec, options: RunOptions | None = None
+) -> TrainingJob:
+    """Validate a request and register its job (InProgress, Starting) without running it, as
+    CreateTrainingJob answers at once: ``run()`` on the result runs it later, in any thread.
+
+    Raises RequestInvalid for an invalid request and JobExists for a taken name; whatever the
+    preflight then refuses (a missing image or data) makes the job Failed, as in SageMaker."""
+    job = _training_job(request, options)
+    job.register()
+    return job
+
+
+def _training_job(request: dict[str, Any] | JobSpec, options: RunOptions | None) -> TrainingJob:
     options = options or RunOptions()
     spec = request if isinstance(request, JobSpec) else parse_request(request)
     spec = resolve_local_paths(spec, options.base_dir or Path.cwd())
-    return TrainingJob(spec, options).run()
+    return TrainingJob(spec, options)
 
 
 @dataclass(frozen=True)
@@ -99,19 +116,45 @@ class TrainingJob:
         self.interrupted = False
         self.resources: dict[str, HostResources] = {}
         self.aws_environment: dict[str, str] = {}  # {} unless pass_aws_credentials
+        self.registered = False  # by ``register``: the record exists before the run
+
+    def register(self) -> None:
+        """Take the job's name and record it (InProgress, Starting) before it runs."""
+        self._check_name_free()
+        self.store.create(self.record.describe(), replace=self.options.replace)
+        self.registered = True
 
     def run(self) -> dict[str, Any]:
-        engine = DockerEngine()
+        if self.registered and self.store.stop_requested(self.spec.name):
+            self.record.finish(Outcome.stopped("Stopped"), [])  # stopped while it waited
+            self._save()
+            return self.record.describe()
+        try:
+            engine = DockerEngine()
+        except EmulatorError as exc:
+            if not self.registered:
+                raise
+            self.record.fail(f"InternalServerError: {exc}")  # the server's engine, not the job
+            self._save()
+            return self.record.describe()
         try:
             return self._run(engine)
         finally:
             engine.close()
 
     def _run(self, engine: DockerEngine) -> dict[str, Any]:
-        self._check_name_free()  # cheap: before the preflight's listings and HEADs
-        channels = self._preflight(engine)
-        # The atomic check-and-register: another emulator may have taken the name meanwhile.
-        self.store.create(self.record.describe(), replace=self.options.replace)
+        if self.registered:
+            try:
+                channels = self._preflight(engine)
+            except EmulatorError as exc:  # the job exists: it fails, as SageMaker's would
+                self.record.fail(f"ClientError: {exc}")
+                self._save()
+                return self.record.describe()
+        else:
+            self._check_name_free()  # cheap: before the preflight's listings and HEADs
+            channels = self._preflight(engine)
+            # The atomic check-and-register: another emulator may have taken the name.
+            self.store.create(self.record.describe(), replace=self.options.replace)
         try:
             cleanup = ExitStack()
             try:

@@ -17,6 +17,7 @@ from emulator.config import S3Settings
 from emulator.errors import EmulatorError, JobExists, JobNotFound
 from emulator.run.options import RunOptions
 from emulator.state.store import JobStore
+from tests.fixtures.jobs import probe_request
 from tests.fixtures.store_records import record_of
 
 PUBLIC = [
@@ -30,8 +31,12 @@ PUBLIC = [
     "RunOptions",
     "S3Settings",
     "SourceError",
+    "add_tags",
+    "create_training_job",
+    "delete_tags",
     "describe",
     "list_jobs",
+    "list_tags",
     "logs",
     "parse_request",
     "prune",
@@ -48,7 +53,8 @@ def test_the_public_names_are_pinned() -> None:
         assert getattr(emulator, name) is not None
     assert emulator.S3Settings is S3Settings
     assert emulator.run_training_job is api.run
-    assert set(api.__all__) - {"run"} <= set(PUBLIC)
+    assert emulator.create_training_job is api.create
+    assert set(api.__all__) - {"run", "create"} <= set(PUBLIC)
 
 
 def test_importing_the_package_stays_light() -> None:
@@ -129,3 +135,40 @@ def test_logs_are_the_log_files_lines_prefixed_by_host_when_several(state_home: 
     store.create(record_of("one"))
     store.log_path("one", "algo-1").write_text("only\nlast without newline")
     assert list(api.logs("one", home=state_home)) == ["only", "last without newline"]
+
+
+def test_create_registers_the_job_at_once_and_run_runs_it_later(state_home: Path) -> None:
+    request = {**record_request("created-job"), "Tags": [{"Key": "team", "Value": "ml"}]}
+    job = api.create(request, RunOptions(home=state_home))
+    record = api.describe("created-job", home=state_home)
+    assert (record["TrainingJobStatus"], record["SecondaryStatus"]) == ("InProgress", "Starting")
+    assert api.list_tags("created-job", home=state_home) == {"team": "ml"}
+    with pytest.raises(JobExists):
+        api.create(request, RunOptions(home=state_home))
+    ended = job.run()  # no engine answers in this tier: the service's failure, recorded
+    assert ended["TrainingJobStatus"] == "Failed"
+    assert ended["FailureReason"].startswith("InternalServerError: ")
+    assert api.describe("created-job", home=state_home) == ended
+
+
+def test_a_created_job_stopped_before_its_turn_ends_stopped_without_running(
+    state_home: Path,
+) -> None:
+    job = api.create(record_request("queued-job"), RunOptions(home=state_home))
+    api.stop("queued-job", home=state_home)
+    # The engine is not even asked (none answers here): the job never ran.
+    assert job.run()["TrainingJobStatus"] == "Stopped"
+
+
+def test_tags_are_set_replaced_and_deleted(state_home: Path) -> None:
+    api.create(record_request("tag-job"), RunOptions(home=state_home))
+    api.add_tags("tag-job", {"a": "1", "b": "2"}, home=state_home)
+    api.add_tags("tag-job", {"a": "3"}, home=state_home)
+    api.delete_tags("tag-job", ["b", "never-set"], home=state_home)
+    assert api.list_tags("tag-job", home=state_home) == {"a": "3"}
+    with pytest.raises(JobNotFound):
+        api.list_tags("nobody", home=state_home)
+
+
+def record_request(name: str) -> dict[str, object]:
+    return probe_request(Path("/tmp/out"), TrainingJobName=name)
