@@ -61,10 +61,7 @@ def create(request: dict[str, Any] | JobSpec, options: RunOptions | None = None)
     with a ClientError reason, as in SageMaker."""
     from emulator.run.job import register_training_job
 
-    job = register_training_job(request, options)
-    given = {tag["Key"]: tag.get("Value", "") for tag in job.spec.request.get("Tags", [])}
-    JobTags(job.store).add(job.spec.name, given)
-    return job
+    return register_training_job(request, options)
 
 
 def validate(request: object) -> list[str]:

@@ -54,6 +54,7 @@ from emulator.run.supervisor import StopCause, Supervisor, outcome
 from emulator.run.workdir import check_work_root, claim, make_work_dir, remove_work_dir
 from emulator.stage.stager import ChannelStager, ResolvedChannel, resolve_channels
 from emulator.state.store import JobStore
+from emulator.state.tags import JobTags
 
 
 def run_training_job(
@@ -121,7 +122,7 @@ class TrainingJob:
     def register(self) -> None:
         """Take the job's name and record it (InProgress, Starting) before it runs."""
         self._check_name_free()
-        self.store.create(self.record.describe(), replace=self.options.replace)
+        self._create_record()
         self.registered = True
 
     def run(self) -> dict[str, Any]:
@@ -154,7 +155,7 @@ class TrainingJob:
             self._check_name_free()  # cheap: before the preflight's listings and HEADs
             channels = self._preflight(engine)
             # The atomic check-and-register: another emulator may have taken the name.
-            self.store.create(self.record.describe(), replace=self.options.replace)
+            self._create_record()
         try:
             cleanup = ExitStack()
             try:
@@ -180,6 +181,16 @@ class TrainingJob:
         return self.record.describe()
 
     # -- before anything exists --------------------------------------------------------------
+
+    def _create_record(self) -> None:
+        """Register the job's record and its request's Tags (a replaced job's go)."""
+        self.store.create(self.record.describe(), replace=self.options.replace)
+        tags = JobTags(self.store)
+        tags.forget(self.spec.name)
+        tags.add(
+            self.spec.name,
+            {t["Key"]: t.get("Value", "") for t in self.spec.request.get("Tags", [])},
+        )
 
     def _check_name_free(self) -> None:
         """Refuse a name already taken, as ``store.create`` would, before any slow check.
