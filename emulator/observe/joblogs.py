@@ -1,7 +1,8 @@
 """Every host's output of one job: its log file, its metric points, the user's sink.
 
 One ``JobLogs`` per job. ``follow`` starts reading a host's output (attached before the host
-starts); ``wait`` returns once every host's output has been read to its end and every line has
+starts) and timing its lines (linetimes.py: the times CloudWatch Logs events carry); ``wait``
+returns once every host's output has been read to its end and every line has
 reached the metrics, the store and the sink, however long that takes (there is no fixed
 timeout: only a reader that gets nothing at all for ``STALL_SECONDS`` after its container
 ended is given up on, and ``lost`` then says so for the job's record). ``close`` is for the
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from emulator.observe.linetimes import TimesWriter
 from emulator.observe.logs import BatchConsumer, Lines, LinesLost, LogPump, Output
 from emulator.observe.metrics import MetricsCollector
 from emulator.request.spec import MetricDefinition
@@ -55,7 +57,9 @@ class JobLogs:
 
     def follow(self, host: str, output: Output) -> None:
         """Read ``host``'s output until it ends, in threads of its own."""
-        consumers: dict[str, BatchConsumer] = {}
+        consumers: dict[str, BatchConsumer] = {
+            "time index": TimesWriter(self._store.times_path(self._job, host)),
+        }
         writer = self._store.metrics_writer(self._job) if self._has_definitions else None
         if writer is not None:
             consumers["metrics"] = self._metrics(host, writer)

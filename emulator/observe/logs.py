@@ -57,6 +57,7 @@ class Lines:
     stream: int
     timestamp: float  # seconds since the epoch: when the reader got their last bytes
     lines: list[str]
+    end: int = -1  # the log file's offset where the bytes read at ``timestamp`` end
 
 
 BatchConsumer = Callable[[Sequence[Lines]], None]
@@ -280,7 +281,12 @@ class LogPump:
                 abandoned = self._abandoned
             if not abandoned:
                 last = [
-                    Lines(stream, self._stamps.get(stream, 0.0), decode_lines(splitter.end()))
+                    Lines(
+                        stream,
+                        self._stamps.get(stream, 0.0),
+                        decode_lines(splitter.end()),
+                        self._offset,
+                    )
                     for stream, splitter in splitters.items()
                 ]
                 self._deliver([group for group in last if group.lines])
@@ -335,7 +341,7 @@ class LogPump:
             position += size
             self._stamps[stream] = stamp
             if raw:
-                batch.append(Lines(stream, stamp, decode_lines(raw)))
+                batch.append(Lines(stream, stamp, decode_lines(raw), stop))
         return batch
 
     def _deliver(self, batch: list[Lines]) -> None:

@@ -3,6 +3,7 @@
     $EMULATOR_HOME (default $XDG_STATE_HOME/sagemaker-emulator, ~/.local/state/...)
     ├── jobs.sqlite3            jobs (Describe records) and metric_values (every point)
     └── jobs/<name>/<host>.log  the container output of each host, as it came
+                   <host>.times  when its lines were read (observe/linetimes.py)
 
 The database is in WAL mode (set once, when a store is opened), so the CLI's ``describe``/
 ``stop`` of another process and the job's own threads can use it at once. Records are read and
@@ -145,6 +146,9 @@ class JobStore:
 
     def log_path(self, name: str, host: str) -> Path:
         return self.job_dir(name) / f"{host}.log"
+
+    def times_path(self, name: str, host: str) -> Path:
+        return self.job_dir(name) / f"{host}.times"
 
     def create(self, record: dict[str, Any], *, replace: bool = False) -> None:
         """Register a new job; its name must be free (as in SageMaker) unless ``replace``."""
