@@ -191,17 +191,20 @@ class JobStore:
 
     def get(self, name: str) -> dict[str, Any]:
         with self._db() as db:
-            row = db.execute("SELECT record FROM jobs WHERE name = ?", (name,)).fetchone()
+            row = db.execute(
+                "SELECT record, stop_requested FROM jobs WHERE name = ?", (name,)
+            ).fetchone()
         if row is None:
             raise JobNotFound(f"No training job named {name!r}; `emulator list` shows the jobs")
-        record: dict[str, Any] = json.loads(row[0])
-        return record
+        return _as_read(*row)
 
     def all_jobs(self) -> list[dict[str, Any]]:
         """Every job's record, newest first."""
         with self._db() as db:
-            rows = db.execute("SELECT record FROM jobs ORDER BY created DESC").fetchall()
-        return [json.loads(row[0]) for row in rows]
+            rows = db.execute(
+                "SELECT record, stop_requested FROM jobs ORDER BY created DESC"
+            ).fetchall()
+        return [_as_read(*row) for row in rows]
 
     def running_jobs(self) -> list[tuple[str, int]]:
         """(name, pid) of jobs not in a terminal status."""
@@ -289,6 +292,16 @@ class JobStore:
             )
             self.update(record)
         return dead
+
+
+def _as_read(text: str, stop_requested: int) -> dict[str, Any]:
+    """A stored record as Describe shows it: a job asked to stop says Stopping from that
+    moment (as StopTrainingJob's answer promises), before its own process records the stop."""
+    record: dict[str, Any] = json.loads(text)
+    if stop_requested and record.get("TrainingJobStatus") == "InProgress":
+        record["TrainingJobStatus"] = "Stopping"
+        record["SecondaryStatus"] = "Stopping"
+    return record
 
 
 class MetricsWriter:

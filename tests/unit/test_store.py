@@ -194,6 +194,19 @@ def test_a_stop_request_is_flagged_for_that_job_only(store: JobStore) -> None:
     assert not store.stop_requested("unknown")
 
 
+def test_a_job_asked_to_stop_reads_stopping_until_its_process_records_the_end(
+    store: JobStore,
+) -> None:
+    store.create(record("job-1"))
+    store.request_stop("job-1")
+    read = store.get("job-1")
+    assert (read["TrainingJobStatus"], read["SecondaryStatus"]) == ("Stopping", "Stopping")
+    assert store.all_jobs()[0]["TrainingJobStatus"] == "Stopping"
+    ended = {**record("job-1"), "TrainingJobStatus": "Stopped", "SecondaryStatus": "Stopped"}
+    store.update(ended)
+    assert store.get("job-1")["TrainingJobStatus"] == "Stopped"
+
+
 def test_two_stores_on_one_home_see_the_same_jobs(tmp_path: Path) -> None:
     JobStore(tmp_path).create(record("shared"))
     JobStore(tmp_path).request_stop("shared")
