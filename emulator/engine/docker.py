@@ -20,6 +20,8 @@ when it finds that hook. ``gpu_support`` applies this rule.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
 import shutil
 import socket
@@ -103,6 +105,26 @@ class DockerEngine:
         with engine_call("describe itself (docker info)"):
             info = self.api.info()
         return int(info.get("NCPU") or os.cpu_count() or 1)
+
+    def bridge_gateway(self) -> str:
+        """The IPv4 gateway of the default bridge (docker0, usually 172.17.0.1): for a local
+        engine an address of this machine that containers of every bridge network reach."""
+        with engine_call(
+            "describe its default bridge network",
+            wording=lambda failure: (
+                f"The Docker engine has no default bridge network ({failure.detail}): the "
+                "embedded S3 store listens on its gateway address; use your own S3 instead"
+            ),
+        ):
+            network = self.api.inspect_network("bridge")
+        for config in (network.get("IPAM") or {}).get("Config") or []:
+            gateway = gateway_address(config)
+            if gateway is not None:
+                return gateway
+        raise EnvironmentProblem(
+            "The Docker engine's default bridge network has no IPv4 gateway address: the "
+            "embedded S3 store listens on it; use your own S3 instead"
+        )
 
     def create_network(self, name: str, job: str, *, internal: bool, hosts: int) -> JobNetwork:
         """A private bridge network with room for ``hosts`` fixed addresses (``network.py``)."""
@@ -246,6 +268,17 @@ class DockerEngine:
 def _local_engine() -> bool:
     host = os.environ.get("DOCKER_HOST", "")
     return host == "" or host.startswith("unix://")
+
+
+def gateway_address(config: dict[str, Any]) -> str | None:
+    """The IPv4 gateway of one IPAM config: its Gateway, else the subnet's first address."""
+    with contextlib.suppress(ValueError, TypeError):
+        if config.get("Gateway"):
+            address = ipaddress.ip_address(config["Gateway"])
+            return str(address) if address.version == 4 else None
+        subnet = ipaddress.ip_network(str(config.get("Subnet")), strict=False)
+        return str(subnet.network_address + 1) if subnet.version == 4 else None
+    return None
 
 
 def _socket_answers(where: str) -> bool:

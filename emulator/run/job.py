@@ -222,7 +222,7 @@ class TrainingJob:
         publish.check_output_location(self.spec, self.s3)
         check_checkpoint_location(self.spec, self.s3)
         self.aws_environment = container_credentials(
-            self.spec, self.options.pass_aws_credentials, self.s3
+            self.spec, self.options.pass_aws_credentials, self.s3, self.options.container_s3
         )
         return channels
 

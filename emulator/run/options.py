@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from emulator.config import S3Settings
+from emulator.plan.credentials import ContainerS3
 from emulator.progress import NO_PROGRESS, Progress
 
 DEFAULT_STOP_GRACE_SECONDS = 120.0
@@ -56,3 +57,8 @@ class RunOptions:
     # Give the containers the AWS credentials boto3 resolves; never with network isolation
     # (plan/credentials.py).
     pass_aws_credentials: bool = False
+    # An S3 store of the emulator's own (the embedded store of `emulator serve --s3`): every
+    # container gets its endpoint (S3_ENDPOINT_URL, AWS_ENDPOINT_URL_S3) and its own local
+    # credentials, never the user's; then pass_aws_credentials changes nothing
+    # (plan/credentials.py). ``s3`` is how the emulator itself reaches the same store.
+    container_s3: ContainerS3 | None = None

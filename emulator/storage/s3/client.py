@@ -39,8 +39,19 @@ def s3_client(settings: S3Settings | None = None) -> S3Client:
     return client
 
 
+def _session(settings: S3Settings) -> boto3.session.Session:
+    """A session with the settings' profile and region, and their explicit credentials (when
+    given, they win over the profile's and the environment's)."""
+    return boto3.session.Session(
+        aws_access_key_id=settings.access_key_id,
+        aws_secret_access_key=settings.secret_access_key,
+        profile_name=settings.profile,
+        region_name=settings.region,
+    )
+
+
 def _new_client(settings: S3Settings) -> S3Client:
-    session = boto3.session.Session(profile_name=settings.profile, region_name=settings.region)
+    session = _session(settings)
     config = Config(
         retries={"mode": settings.retry_mode, "total_max_attempts": settings.max_attempts},
         connect_timeout=settings.connect_timeout,
@@ -60,7 +71,7 @@ def credentials_environment(settings: S3Settings | None = None) -> dict[str, str
     A snapshot: temporary credentials are not refreshed inside the container."""
     settings = settings or S3Settings.from_environ()
     with translated("--pass-aws-credentials"):
-        session = boto3.session.Session(profile_name=settings.profile, region_name=settings.region)
+        session = _session(settings)
         credentials = session.get_credentials()
         frozen = credentials.get_frozen_credentials() if credentials is not None else None
     if frozen is None or not frozen.access_key or not frozen.secret_key:
