@@ -6,13 +6,15 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv engine images demo test test-fast lint bench clean
+.PHONY: help venv engine images toolkit-image sdk-venvs demo test test-fast lint bench clean
 
 help:
 	@echo "make demo    run the demo training job (examples/demo) on the local Docker engine"
 	@echo "make test    run the whole test suite against the real engine"
 	@echo "make engine  install and start a Docker engine if none answers (root + apt)"
 	@echo "make images  build the offline images (busybox, probe, python, demo)"
+	@echo "make toolkit-image  the sagemaker-training toolkit image (script mode tests; cached)"
+	@echo "make sdk-venvs  the SageMaker SDK v2 and v3 venvs the serve tests use (cached)"
 	@echo "make lint    ruff, mypy and the import contracts"
 	@echo "make bench   benchmarks, with ratios against baselines measured in the same run"
 
@@ -28,6 +30,15 @@ engine:
 
 images: venv engine
 	@$(BIN)/python containers/build.py
+
+# Opt-in (1.5-2.5 min cold): the tests that use it build it on first use too.
+toolkit-image: venv engine
+	@$(BIN)/python containers/build.py toolkit
+
+# The SageMaker Python SDK v2 and v3, each in its own venv under the cache dir (the tests make
+# them on first use too; this makes them ahead, e.g. while PyPI is reachable).
+sdk-venvs: venv
+	$(BIN)/python -m tests.fixtures.sdk
 
 demo: images
 	cd examples/demo && ../../$(BIN)/emulator run --replace request.json

@@ -24,6 +24,9 @@ pytest_plugins = [
     "tests.fixtures.store_records",
     "tests.fixtures.user_home",
     "tests.fixtures.pipe",
+    "tests.fixtures.api_server",
+    "tests.fixtures.serve",
+    "tests.fixtures.sdk",
 ]
 
 TESTS = Path(__file__).parent

@@ -19,6 +19,7 @@ import click
 
 from emulator import api
 from emulator.cli.flags import machine_options, pairs, request_options, s3_options
+from emulator.cli.serve import serve
 from emulator.config import default_home, s3_settings_from_flags
 from emulator.errors import EmulatorError, RequestInvalid
 from emulator.request.build import Overrides, build_request, load_request
@@ -285,6 +286,8 @@ def prune() -> None:
         click.echo(f"removed {line}")
     click.echo(f"{len(removed)} leftover(s) removed")
 
+
+main.add_command(serve)
 
 if __name__ == "__main__":
     main()

@@ -1,9 +1,12 @@
-"""STS ``GetCallerIdentity`` and IAM ``GetRole`` in the AWS query protocol, for clients that send
-them to ``AWS_ENDPOINT_URL_STS``/``AWS_ENDPOINT_URL_IAM`` (the SageMaker SDK expands a role name
-through IAM and asks STS who it runs as).
+"""STS ``GetCallerIdentity``, IAM ``GetRole`` and ``SimulatePrincipalPolicy`` in the AWS query
+protocol, for clients that send them to ``AWS_ENDPOINT_URL_STS``/``AWS_ENDPOINT_URL_IAM`` (the
+SageMaker SDK expands a role name through IAM and asks STS who it runs as; v3 validates the role
+with the policy simulator before every train).
 
 Everything lives in one fixed local account (``DEFAULT_ACCOUNT``, the one in the job ARNs): the
-caller is that account's root, and any role a request names exists there, trusting SageMaker.
+caller is that account's root, any role a request names exists there, trusting SageMaker, and
+every principal may do everything (the simulator answers ``allowed`` to every action on every
+resource: the emulator does not check permissions).
 Responses are XML built from botocore's ``sts``/``iam`` output shapes (element names, result
 wrapper, namespace), so botocore's query parser reads them as it reads AWS's.
 """
@@ -47,9 +50,14 @@ CALLER_ARN = f"arn:aws:iam::{LOCAL_ACCOUNT}:root"
 ROLE_CREATE_DATE = datetime(2024, 1, 1, tzinfo=UTC)
 XML_CONTENT_TYPE = "text/xml"
 MAX_FORM_FIELDS = 1000
+SIMULATION_PAGE_SIZE = 100  # IAM's default MaxItems
+# The one statement every simulated decision matches (IAM names the statements that allowed it).
+ALLOW_ALL_POLICY_ID = "sagemaker-emulator-allows-everything"
 
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _ROLE_NAME = re.compile(r"[\w+=,.@-]{1,64}", re.ASCII)
+_PRINCIPAL_ARN = re.compile(r"arn:[\w-]+:iam::\d{12}:(?:user|group|role)/[\w+=,.@/-]+", re.ASCII)
+_MARKER = re.compile(r"\d{1,9}", re.ASCII)
 _TRUST_POLICY = {
     "Version": "2012-10-17",
     "Statement": [
@@ -99,9 +107,110 @@ def _get_role(params: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
+def _simulate_principal_policy(params: Mapping[str, str]) -> dict[str, Any]:
+    """Every action on every resource (``*`` when none is named), in the order IAM evaluates
+    them (by action, then resource), ``allowed``; pages of ``MaxItems`` (100) with ``Marker``."""
+    source = params.get("PolicySourceArn")
+    if source is None:
+        raise _null_member("policySourceArn")
+    _check_length("policySourceArn", source, 20, 2048)
+    if not _PRINCIPAL_ARN.fullmatch(source):
+        raise ApiError(
+            "InvalidInput",
+            f"Invalid ARN {source[:100]!r}: PolicySourceArn names an IAM user, group or role "
+            f"(arn:aws:iam::{LOCAL_ACCOUNT}:role/NAME).",
+        )
+    actions = _members(params, "ActionNames")
+    if not actions:
+        raise _null_member("actionNames")
+    for action in actions:
+        _check_length("actionNames.member", action, 3, 128)
+    resources = _members(params, "ResourceArns") or ["*"]
+    for resource in resources:
+        _check_length("resourceArns.member", resource, 1, 2048)
+    page_size = _max_items(params.get("MaxItems"))
+    start = _marker(params.get("Marker"))
+    pairs = [(action, resource) for action in actions for resource in resources]
+    page = pairs[start : start + page_size]
+    answer: dict[str, Any] = {
+        "EvaluationResults": [_allowed(action, resource) for action, resource in page],
+        "IsTruncated": start + page_size < len(pairs),
+    }
+    if answer["IsTruncated"]:
+        answer["Marker"] = str(start + page_size)
+    return answer
+
+
+def _allowed(action: str, resource: str) -> dict[str, Any]:
+    statement = {
+        "SourcePolicyId": ALLOW_ALL_POLICY_ID,
+        "SourcePolicyType": "none",
+        "StartPosition": {"Line": 1, "Column": 1},
+        "EndPosition": {"Line": 1, "Column": 1},
+    }
+    return {
+        "EvalActionName": action,
+        "EvalResourceName": resource,
+        "EvalDecision": "allowed",
+        "MatchedStatements": [statement],
+        "MissingContextValues": [],
+    }
+
+
+def _members(params: Mapping[str, str], name: str) -> list[str]:
+    """The query protocol's list ``name.member.1``, ``name.member.2``, ... in index order."""
+    prefix = f"{name}.member."
+    indexed = []
+    for key, value in params.items():
+        index = key.removeprefix(prefix)
+        if index != key and index.isdigit() and index.isascii():
+            indexed.append((int(index), value))
+    return [value for _, value in sorted(indexed)]
+
+
+def _max_items(value: str | None) -> int:
+    if value is None:
+        return SIMULATION_PAGE_SIZE
+    if not (value.isascii() and value.isdigit() and 1 <= int(value) <= 1000):
+        raise ApiError(
+            "ValidationError",
+            f"1 validation error detected: Value {value[:20]!r} at 'maxItems' failed to "
+            "satisfy constraint: Member must be an integer between 1 and 1000",
+        )
+    return int(value)
+
+
+def _marker(value: str | None) -> int:
+    if value is None:
+        return 0
+    if not _MARKER.fullmatch(value):
+        raise ApiError(
+            "InvalidInput",
+            "Invalid Marker: pass the Marker of the previous SimulatePrincipalPolicy answer.",
+        )
+    return int(value)
+
+
+def _null_member(member: str) -> ApiError:
+    return ApiError(
+        "ValidationError",
+        f"1 validation error detected: Value null at '{member}' failed to satisfy "
+        "constraint: Member must not be null",
+    )
+
+
+def _check_length(member: str, value: str, shortest: int, longest: int) -> None:
+    if not shortest <= len(value) <= longest:
+        raise ApiError(
+            "ValidationError",
+            f"1 validation error detected: Value {value[:100]!r} at '{member}' failed to "
+            f"satisfy constraint: Member must have length between {shortest} and {longest}",
+        )
+
+
 _HANDLERS: dict[str, dict[str, Callable[[Mapping[str, str]], dict[str, Any]]]] = {
     "sts": {"GetCallerIdentity": _caller_identity},
-    "iam": {"GetRole": _get_role},
+    "iam": {"GetRole": _get_role, "SimulatePrincipalPolicy": _simulate_principal_policy},
 }
 EMULATED_ACTIONS = {service: tuple(actions) for service, actions in _HANDLERS.items()}
 

@@ -1,6 +1,7 @@
-"""STS GetCallerIdentity and IAM GetRole in the query protocol: the XML parses with botocore's own
-query parser into what AWS would answer (one local account, any role trusting SageMaker), every
-other action gets an error naming it, and real botocore clients read it over HTTP."""
+"""STS GetCallerIdentity, IAM GetRole and SimulatePrincipalPolicy in the query protocol: the XML
+parses with botocore's own query parser into what AWS would answer (one local account, any role
+trusting SageMaker, every action allowed), every other action gets an error naming it, and real
+botocore clients (and the simulator's paginator) read it over HTTP."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from botocore.parsers import QueryParser
 from emulator.server.auth import SignatureChecker
 from emulator.server.errors import ApiError
 from emulator.server.identity import (
+    ALLOW_ALL_POLICY_ID,
     CALLER_ARN,
     LOCAL_ACCOUNT,
     ROLE_CREATE_DATE,
@@ -112,6 +114,125 @@ def test_a_bad_role_name_is_a_validation_error(params: dict[str, str], words: st
     error = parsed("iam", status, body)["Error"]
     assert (status, error["Code"], error["Type"]) == (400, "ValidationError", "Sender")
     assert words in error["Message"]
+
+
+ROLE_ARN = f"arn:aws:iam::{LOCAL_ACCOUNT}:role/SageMakerRole"
+
+
+def simulate(**params: str) -> tuple[int, dict[str, Any]]:
+    query = {"Action": "SimulatePrincipalPolicy", "Version": "2010-05-08", **params}
+    status, body = handle_query("iam", query)
+    action = "SimulatePrincipalPolicy" if status == 200 else None
+    return status, parsed("iam", status, body, action)
+
+
+def listed(name: str, *values: str) -> dict[str, str]:
+    """The query protocol's list members, as botocore sends them."""
+    return {f"{name}.member.{index}": value for index, value in enumerate(values, 1)}
+
+
+def test_simulate_principal_policy_allows_every_action_on_every_resource() -> None:
+    actions = ("s3:PutObject", "sagemaker:CreateTrainingJob")
+    resources = ("arn:aws:s3:::bucket/*", "arn:aws:s3:::other")
+    status, answer = simulate(
+        PolicySourceArn=ROLE_ARN,
+        **listed("ActionNames", *actions),
+        **listed("ResourceArns", *resources),
+    )
+    assert status == 200
+    assert answer["IsTruncated"] is False
+    assert "Marker" not in answer
+    results = answer["EvaluationResults"]
+    assert [(r["EvalActionName"], r["EvalResourceName"]) for r in results] == [
+        (action, resource) for action in actions for resource in resources
+    ]
+    for result in results:
+        assert result["EvalDecision"] == "allowed"
+        assert result["MissingContextValues"] == []
+        (statement,) = result["MatchedStatements"]
+        assert statement["SourcePolicyId"] == ALLOW_ALL_POLICY_ID
+        assert statement["SourcePolicyType"] == "none"
+        assert statement["StartPosition"] == {"Line": 1, "Column": 1}
+
+
+def test_simulate_principal_policy_without_resources_evaluates_star() -> None:
+    actions = [f"sagemaker:Action{i}" for i in range(11)]  # v3's training smoke test: 11
+    status, answer = simulate(PolicySourceArn=ROLE_ARN, **listed("ActionNames", *actions))
+    assert status == 200
+    results = answer["EvaluationResults"]
+    assert [r["EvalActionName"] for r in results] == actions
+    assert {r["EvalResourceName"] for r in results} == {"*"}
+    assert {r["EvalDecision"] for r in results} == {"allowed"}
+
+
+def test_simulate_principal_policy_pages_with_max_items_and_marker() -> None:
+    request = {
+        "PolicySourceArn": f"arn:aws:iam::{LOCAL_ACCOUNT}:user/someone",
+        **listed("ActionNames", "s3:GetObject", "s3:PutObject"),
+        **listed("ResourceArns", "arn:aws:s3:::a", "arn:aws:s3:::b"),
+    }
+    pages: list[list[tuple[str, str]]] = []
+    marker: str | None = None
+    while True:
+        extra = {"Marker": marker} if marker else {}
+        status, answer = simulate(**request, MaxItems="3", **extra)
+        assert status == 200
+        pages.append(
+            [(r["EvalActionName"], r["EvalResourceName"]) for r in answer["EvaluationResults"]]
+        )
+        if not answer["IsTruncated"]:
+            assert "Marker" not in answer
+            break
+        marker = answer["Marker"]
+    assert [len(page) for page in pages] == [3, 1]
+    assert [pair for page in pages for pair in page] == [
+        (action, f"arn:aws:s3:::{bucket}")
+        for action in ("s3:GetObject", "s3:PutObject")
+        for bucket in "ab"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("params", "code", "words"),
+    [
+        (listed("ActionNames", "s3:GetObject"), "ValidationError", "at 'policySourceArn'"),
+        ({"PolicySourceArn": ROLE_ARN}, "ValidationError", "Value null at 'actionNames'"),
+        (
+            {"PolicySourceArn": "arn:aws:iam::123:role/x", **listed("ActionNames", "s3:Get")},
+            "InvalidInput",
+            "Invalid ARN",
+        ),
+        (
+            {
+                "PolicySourceArn": "arn:aws:s3:::a-bucket-not-a-role",
+                **listed("ActionNames", "s3:Get"),
+            },
+            "InvalidInput",
+            "names an IAM user, group or role",
+        ),
+        (
+            {"PolicySourceArn": ROLE_ARN, **listed("ActionNames", "s3")},
+            "ValidationError",
+            "length between 3 and 128",
+        ),
+        (
+            {"PolicySourceArn": ROLE_ARN, **listed("ActionNames", "s3:Get"), "MaxItems": "0"},
+            "ValidationError",
+            "between 1 and 1000",
+        ),
+        (
+            {"PolicySourceArn": ROLE_ARN, **listed("ActionNames", "s3:Get"), "Marker": "x<&"},
+            "InvalidInput",
+            "Invalid Marker",
+        ),
+    ],
+)
+def test_simulate_principal_policy_rejects_bad_input(
+    params: dict[str, str], code: str, words: str
+) -> None:
+    status, answer = simulate(**params)
+    assert (status, answer["Error"]["Code"]) == (400, code)
+    assert words in answer["Error"]["Message"]
 
 
 @pytest.mark.parametrize(
@@ -264,6 +385,28 @@ def test_botocore_clients_see_the_query_protocols_auth_errors(
             client(service, query_server, key, secret).get_role(RoleName="r")
     assert caught.value.response["Error"]["Code"] == code
     assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+def test_botocore_simulates_principal_policy_and_pages_it(query_server: str) -> None:
+    iam = client("iam", query_server)
+    answer = iam.simulate_principal_policy(
+        PolicySourceArn=ROLE_ARN,
+        ActionNames=["s3:PutObject"],
+        ResourceArns=["arn:aws:s3:::sagemaker-us-east-1-000000000000/*"],
+    )
+    (result,) = answer["EvaluationResults"]
+    assert (result["EvalActionName"], result["EvalDecision"]) == ("s3:PutObject", "allowed")
+    assert result["EvalResourceName"] == "arn:aws:s3:::sagemaker-us-east-1-000000000000/*"
+    # The paginator follows Marker, as SDK v3's role validation does.
+    actions = [f"sagemaker:Action{i}" for i in range(7)]
+    pages = list(
+        iam.get_paginator("simulate_principal_policy").paginate(
+            PolicySourceArn=ROLE_ARN, ActionNames=actions, PaginationConfig={"PageSize": 3}
+        )
+    )
+    assert [len(page["EvaluationResults"]) for page in pages] == [3, 3, 1]
+    names = [r["EvalActionName"] for page in pages for r in page["EvaluationResults"]]
+    assert names == actions
 
 
 def test_botocore_clients_see_what_is_not_emulated(query_server: str) -> None:
