@@ -5,6 +5,8 @@ through the endpoint variables only."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -158,3 +160,25 @@ def test_a_missing_image_fails_the_created_job_as_a_client_error(
     record = describe(server, "served-noimage")
     assert record["FailureReason"].startswith("ClientError: ")
     assert "not-built" in record["FailureReason"]
+
+
+def test_a_server_that_died_mid_job_has_its_job_failed_by_the_next_one(
+    jobs: JobRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A job registered by a process that is gone (a server killed with -9, say).
+    code = (
+        "import sys; from pathlib import Path; from emulator.state.store import JobStore; "
+        "JobStore(Path(sys.argv[1])).create({'TrainingJobName': 'orphaned', "
+        "'TrainingJobStatus': 'InProgress', 'SecondaryStatus': 'Training'})"
+    )
+    subprocess.run([sys.executable, "-c", code, str(jobs.home)], check=True)
+    running = start_server(jobs.home, monkeypatch, work_root=jobs.work_root)
+    server = next(running)
+    try:
+        record = describe(server, "orphaned")
+        assert record["TrainingJobStatus"] == "Failed"
+        assert record["FailureReason"].startswith("InternalServerError: ")
+        assert any("orphaned" in notice for notice in server.notices)
+    finally:
+        with pytest.raises(StopIteration):
+            next(running)
