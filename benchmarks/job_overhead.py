@@ -1,6 +1,7 @@
 """A job's fixed cost: a trivial job (``/bin/true``) through the emulator and straight on Docker.
 
     .venv/bin/python benchmarks/job_overhead.py [--quick] [--rounds R] [--only cli|api|hosts]
+    .venv/bin/python benchmarks/job_overhead.py --breakdown [--rounds R]
 
 Three cases, each against a baseline measured in the same run, same image and command
 (``sagemaker-emulator/busybox:latest``, ``/bin/true``):
@@ -22,12 +23,19 @@ Each side runs R times (default 7; --quick: 3), the emulator and its baseline al
 emulator first in odd rounds, so that noise from the machine hits both alike. The ratio is the
 median of the emulator's times over the median of the baseline's; the best of each is printed
 too.
+
+``--breakdown`` says where the time of a single-host job goes instead: R jobs through the
+Python API and R ``containers.run`` beside them, every Engine API call timed (docker-py's HTTP
+requests, in whatever thread), grouped by what it does; "Python only" is the time no engine
+call was under way (the union of the calls' intervals taken off the total). Medians.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -38,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import requests
 
 from emulator import RunOptions, run_training_job
 
@@ -149,14 +158,107 @@ def measure(
     return emulated, based
 
 
+# What an Engine API call does, by the first pattern its method and path match.
+CALL_KINDS = (
+    ("connect", re.compile(r"GET /(v[\d.]+/)?(version|_ping)")),
+    ("image check", re.compile(r"GET /v[\d.]+/images/")),
+    ("network", re.compile(r"/v[\d.]+/networks")),
+    ("create", re.compile(r"POST /v[\d.]+/containers/create")),
+    ("attach, logs", re.compile(r"/containers/[^/]+/(attach|logs)")),
+    ("start", re.compile(r"POST /v[\d.]+/containers/[^/]+/start")),
+    ("exit: wait, inspect", re.compile(r"/containers/[^/]+/(wait|json)")),
+    ("remove", re.compile(r"DELETE /v[\d.]+/containers/")),
+)
+
+
+class CallTimer:
+    """Every HTTP request of docker-py (any thread) with its start and end."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, float, float]] = []
+        self._send = requests.Session.send
+
+    def __enter__(self) -> CallTimer:
+        timer = self
+
+        def send(session: requests.Session, request: Any, **kwargs: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return timer._send(session, request, **kwargs)
+            finally:
+                timer.calls.append(
+                    (f"{request.method} {request.path_url}", began, time.perf_counter())
+                )
+
+        requests.Session.send = send  # type: ignore[method-assign, assignment]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        requests.Session.send = self._send  # type: ignore[method-assign]
+
+
+def covered(intervals: list[tuple[float, float]]) -> float:
+    """The length of the union of ``intervals``."""
+    total, end = 0.0, -math.inf
+    for began, ended in sorted(intervals):
+        if ended > end:
+            total += ended - max(began, end)
+            end = ended
+    return total
+
+
+def breakdown_of(run: Callable[[], float]) -> dict[str, float]:
+    """One run's seconds: in all, per kind of engine call, and with no call under way."""
+    with CallTimer() as timer:
+        began = time.perf_counter()
+        run()
+        ended = time.perf_counter()
+    kinds: dict[str, list[tuple[float, float]]] = {}
+    for call, start, end in timer.calls:
+        kind = next((name for name, pattern in CALL_KINDS if pattern.search(call)), "other")
+        kinds.setdefault(kind, []).append((max(start, began), min(end, ended)))
+    result = {kind: covered(intervals) for kind, intervals in kinds.items()}
+    result["total"] = ended - began
+    result["Python only"] = ended - began - covered([i for v in kinds.values() for i in v])
+    return result
+
+
+def breakdown(bench: Bench, rounds: int) -> None:
+    sides = {"run_training_job": bench.emulator_api, "containers.run": bench.docker_py}
+    for run in sides.values():
+        run()  # warm-up
+    seen: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
+    for _ in range(rounds):
+        for side, run in sides.items():
+            seen[side].append(breakdown_of(run))
+    names = ["total", "Python only", *(name for name, _ in CALL_KINDS), "other"]
+    print(f"where a trivial job's time goes, median ms of {rounds} (engine calls may overlap)")
+    print(f"{'':<22}" + "".join(f"{side:>18}" for side in sides))
+    for name in names:
+        cells = []
+        for side in sides:
+            values = [run.get(name, 0.0) for run in seen[side]]
+            cells.append(f"{statistics.median(values) * 1000:18.0f}")
+        if any(cell.strip() != "0" for cell in cells):
+            print(f"{name:<22}" + "".join(cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="three rounds per case")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--only", choices=tuple(TARGETS))
+    parser.add_argument("--breakdown", action="store_true", help="where a job's time goes")
     args = parser.parse_args()
     if args.quick:
         args.rounds = 3
+    if args.breakdown:
+        with tempfile.TemporaryDirectory(prefix="overhead-bench-") as tmp:
+            bench = Bench(Path(tmp))
+            breakdown(bench, args.rounds)
+            bench.client.close()
+        print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+        return
 
     load = os.getloadavg()[0]
     began = time.perf_counter()

@@ -49,13 +49,23 @@ from emulator.engine.errors import (
     no_engine,
 )
 from emulator.engine.labels import LABEL_CLEANUP, host_labels, job_labels
-from emulator.engine.network import JobNetwork, create_network, remove_network
+from emulator.engine.network import (
+    DEFAULT_BRIDGE_NAME,
+    JobNetwork,
+    create_network,
+    default_bridge,
+    remove_network,
+)
 from emulator.engine.reaper import remove_orphans
 from emulator.errors import EnvironmentProblem
 
 NVIDIA_HOOK = "nvidia-container-runtime-hook"
 CLEANUP_TARGET = "/sagemaker-emulator-cleanup"  # where the root container sees the work dir
 CLEANUP_SECONDS = 300
+# Connections kept for reuse: a job's hosts wait for their exits at once (run/hosts.py), and a
+# pool smaller than the connections in use at once discards them with a warning on stderr.
+POOL_SIZE = 32
+_API_VERSIONS: dict[str, str] = {}  # DOCKER_HOST -> the API version its engine speaks
 
 
 class DockerEngine:
@@ -65,10 +75,15 @@ class DockerEngine:
         where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
         if not _socket_answers(where):  # docker-py would leak the socket of its failed try
             raise EnvironmentProblem(no_engine(where))
+        known = _API_VERSIONS.get(where)
         with engine_call("answer", wording=lambda _: no_engine(where)):
-            self.client = docker.from_env(timeout=120)
-            self.client.ping()
+            # Without a version the client asks the engine for it (a slow call, 10 ms): that
+            # answer is the ping. The version is asked once per engine and process.
+            self.client = docker.from_env(timeout=120, max_pool_size=POOL_SIZE, version=known)
+            if known is not None:
+                self.client.ping()
         self.api = self.client.api
+        _API_VERSIONS[where] = self.api.api_version
 
     def close(self) -> None:
         """Close the engine connections (attach streams included)."""
@@ -130,6 +145,10 @@ class DockerEngine:
         """A private bridge network with room for ``hosts`` fixed addresses (``network.py``)."""
         return create_network(self.api, name, job, internal=internal, hosts=hosts)
 
+    def default_bridge(self) -> JobNetwork | None:
+        """The engine's default bridge (a single-host job's network), None if it has none."""
+        return default_bridge(self.api)
+
     def remove_network(self, name: str) -> None:
         """Remove a job network; one already gone is fine."""
         remove_network(self.api, name)
@@ -150,11 +169,16 @@ class DockerEngine:
             device_requests.append(
                 docker.types.DeviceRequest(count=plan.gpus, capabilities=[["gpu"]])
             )
-        endpoint = self.api.create_endpoint_config(aliases=[plan.host], ipv4_address=plan.address)
-        networking = self.api.create_networking_config(
-            # types-docker annotates one EndpointConfig; the Engine API takes a dict by network.
-            {plan.network: endpoint}  # type: ignore[arg-type]
-        )
+        networking = None
+        if plan.network != DEFAULT_BRIDGE_NAME:  # aliases and fixed addresses: job networks
+            endpoint = self.api.create_endpoint_config(
+                aliases=[plan.host], ipv4_address=plan.address
+            )
+            networking = self.api.create_networking_config(
+                # types-docker annotates one EndpointConfig; the Engine API takes a dict by
+                # network.
+                {plan.network: endpoint}  # type: ignore[arg-type]
+            )
         host_config = self.api.create_host_config(
             mounts=mounts,
             device_requests=device_requests or None,
@@ -188,6 +212,13 @@ class DockerEngine:
                 networking_config=networking,
             )
         return Container(self.api, str(created["Id"]), plan.host)
+
+    def wait_for_exit(self, container: Container) -> None:
+        """Return once ``container``'s process has ended (or the container is gone, or the
+        engine fails: the caller inspects it then). Blocks without a time limit: the
+        container's removal ends the wait at the latest."""
+        with engine_call(f"wait for the container of {container.host}", tolerate=EVERY_KIND):
+            self.api.wait(container.id, timeout=None)
 
     def remove_as_root(self, image: str, host_dir: Path, job: str) -> bool:
         """Remove everything inside ``host_dir`` (a directory of this machine the caller owns)
@@ -265,11 +296,6 @@ class DockerEngine:
                 self.api.remove_container(created["Id"], force=True, v=True)
 
 
-def _local_engine() -> bool:
-    host = os.environ.get("DOCKER_HOST", "")
-    return host == "" or host.startswith("unix://")
-
-
 def gateway_address(config: dict[str, Any]) -> str | None:
     """The IPv4 gateway of one IPAM config: its Gateway, else the subnet's first address."""
     with contextlib.suppress(ValueError, TypeError):
@@ -279,6 +305,11 @@ def gateway_address(config: dict[str, Any]) -> str | None:
         subnet = ipaddress.ip_network(str(config.get("Subnet")), strict=False)
         return str(subnet.network_address + 1) if subnet.version == 4 else None
     return None
+
+
+def _local_engine() -> bool:
+    host = os.environ.get("DOCKER_HOST", "")
+    return host == "" or host.startswith("unix://")
 
 
 def _socket_answers(where: str) -> bool:

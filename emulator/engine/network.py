@@ -11,6 +11,13 @@ Under EnableNetworkIsolation the job network is ``internal`` (the engine forward
 out of it) AND its bridge gets no address on the host (``inhibit_ipv4``): ``internal`` alone
 still lets containers reach every address of the host itself through the bridge's gateway
 address (Docker 20.10). The hosts of the job reach each other on the bridge as before.
+
+A single-host job without network isolation needs no network of its own: it joins the engine's
+default bridge, as ``docker run`` does (``default_bridge``). There is no peer to resolve, and the
+engine lists the container's own name and address in its /etc/hosts, so ``algo-1`` resolves;
+creating and removing a network costs more than the rest of a trivial job's engine calls
+together (a quarter of a second or more). An engine without a default bridge (``dockerd -b
+none``) gets a job network, as a multi-host job does.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from emulator.errors import EnvironmentProblem
 
 SUBNET_POOL = ipaddress.IPv4Network("172.16.0.0/12")
 DEFAULT_BRIDGE = ipaddress.IPv4Network("172.17.0.0/16")  # docker0's usual subnet
+DEFAULT_BRIDGE_NAME = "bridge"  # the engine's default network, docker0
 NETWORK_ATTEMPTS = 20
 INHIBIT_IPV4 = "com.docker.network.bridge.inhibit_ipv4"  # no address for the bridge on the host
 
@@ -45,14 +53,39 @@ class JobNetwork:
     name: str
     subnet: ipaddress.IPv4Network
     internal: bool = False
+    # The engine's default bridge: not the job's (never removed), and the engine chooses the
+    # address (fixed addresses and aliases are for networks a user created).
+    shared: bool = False
 
-    def address(self, index: int) -> str:
-        """The address of host number ``index`` (0-based): .2, .3, ... (.1 is the gateway)."""
+    def address(self, index: int) -> str | None:
+        """The address of host number ``index`` (0-based): .2, .3, ... (.1 is the gateway);
+        None on the default bridge, where the engine assigns it."""
+        if self.shared:
+            return None
         return str(self.subnet.network_address + 2 + index)
 
     def hosts_file(self, hosts: list[str]) -> dict[str, str]:
-        """Host name -> address of every host, in host order (for /etc/hosts)."""
-        return {host: self.address(index) for index, host in enumerate(hosts)}
+        """Host name -> address of every host, in host order (for /etc/hosts); on the default
+        bridge the engine writes the one host's own entry itself."""
+        if self.shared:
+            return {}
+        return {host: str(self.address(index)) for index, host in enumerate(hosts)}
+
+
+def default_bridge(api: APIClient) -> JobNetwork | None:
+    """The engine's default bridge network (``docker run``'s), None when it has none."""
+    with engine_call("describe its default bridge network", tolerate={Kind.NOT_FOUND}) as call:
+        network = api.inspect_network(DEFAULT_BRIDGE_NAME)
+    if call.failure is not None or network.get("Driver") != "bridge":
+        return None
+    subnet = DEFAULT_BRIDGE
+    for config in (network.get("IPAM") or {}).get("Config") or []:
+        with contextlib.suppress(ValueError, TypeError):
+            candidate = ipaddress.ip_network(str(config.get("Subnet")), strict=False)
+            if isinstance(candidate, ipaddress.IPv4Network):
+                subnet = candidate
+                break
+    return JobNetwork(DEFAULT_BRIDGE_NAME, subnet, shared=True)
 
 
 def create_network(

@@ -1,20 +1,23 @@
 """The lifecycle of one training job, as SageMaker runs it, with cleanup that always happens.
 
     preflight    engine answers, image is local, every source lists (errors: nothing is created)
-    Starting     job registered, work dir, /opt/ml tree and config files per host, job network
+    Starting     job registered, work dir, /opt/ml tree and config files per host; the job
+                 network made meanwhile, in the background (hosts.py)
     Downloading  channels staged per host by their effective mode; checkpoints restored
-    Training     one container per host; logs streamed to metrics, store and the user's sink
-                 (observe/); checkpoint dirs synced back while it runs; the supervisor applies
-                 the completion rule (supervisor.py)
+    Training     one container per host, all created and started at once; logs streamed to
+                 metrics, store and the user's sink (observe/); checkpoint dirs synced back while
+                 it runs; the supervisor applies the completion rule (supervisor.py)
     Uploading    checkpoints synced a last time; model.tar.gz / output.tar.gz packed and written,
-                 on success, stop AND failure
+                 on success, stop AND failure, while the containers and network are removed
     Completed | Failed | Stopped (MaxRuntimeExceeded, Stopped)
 
 Every resource is registered on an ExitStack the moment it exists, so containers, the network,
 staged data and the work dir are removed whatever happens: failure, timeout, stop, Ctrl-C. The
 cleanup itself runs with Ctrl-C and SIGTERM deferred (in the main thread), so a second signal
 cannot cut it short and leave something behind; the signal is honoured once it is done. Every
-Docker call runs with those signals deferred too (signals.py).
+Docker call runs with those signals deferred too (signals.py), or in a thread of its own, which
+signals never interrupt (parallel.py). Transitions reach the store in the background
+(saver.py); the final record is written once everything is removed.
 
 Preflight refuses, before anything exists: local locations that expose sensitive host paths
 (plan/safety.py), instance types with GPUs on an engine without GPU support (unless
@@ -22,6 +25,8 @@ Preflight refuses, before anything exists: local locations that expose sensitive
 
 Multi-host jobs: hosts algo-1..algo-N, one container each on the job's private network, each
 resolving every other by name from its first instant (fixed addresses and /etc/hosts entries).
+A single-host job without network isolation joins the engine's default bridge instead, as
+``docker run`` does (engine/network.py says why).
 Artifacts of every host are packed in every case (see finish/artifacts.py for name clashes).
 """
 
@@ -30,11 +35,10 @@ from __future__ import annotations
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from emulator.checkpoints.sync import CheckpointSync, check_checkpoint_location
 from emulator.config import effective_s3_settings, resolve_region
-from emulator.engine import Container, DockerEngine, JobNetwork, Mount
+from emulator.engine import Container, ContainerPlan, DockerEngine, JobNetwork, Mount
 from emulator.errors import EmulatorError, JobExists, JobNotFound
 from emulator.finish import publish
 from emulator.finish.artifacts import failure_reason
@@ -48,13 +52,19 @@ from emulator.plan.safety import check_entries, check_locations
 from emulator.request.paths import resolve_local_paths
 from emulator.request.spec import JobSpec
 from emulator.request.validation import parse_request
+from emulator.run.checkpointing import NoCheckpoints, check_checkpoints, job_checkpoints
+from emulator.run.hosts import JobHosts, resource_name
 from emulator.run.options import RunOptions
+from emulator.run.saver import RecordSaver
 from emulator.run.signals import deferred, signals_deferred
 from emulator.run.supervisor import StopCause, Supervisor, outcome
 from emulator.run.workdir import check_work_root, claim, make_work_dir, remove_work_dir
 from emulator.stage.stager import ChannelStager, ResolvedChannel, resolve_channels
 from emulator.state.store import JobStore
 from emulator.state.tags import JobTags
+
+if TYPE_CHECKING:
+    from emulator.checkpoints.sync import CheckpointSync
 
 
 def run_training_job(
@@ -95,7 +105,7 @@ class Staged:
     """What the Downloading stage leaves for the containers."""
 
     stager: ChannelStager
-    checkpoints: CheckpointSync
+    checkpoints: CheckpointSync | NoCheckpoints
     mounts: dict[str, list[Mount]]  # per host: the staged channels' mounts
 
 
@@ -109,6 +119,7 @@ class TrainingJob:
         self.region = resolve_region(options.region or s3_region)
         self.s3 = effective_s3_settings(options.s3, options.region)
         self.store = JobStore(options.home)
+        self.saver = RecordSaver(self.store)
         self.record = JobRecord(spec, spec.arn(self.region))
         self.logs = JobLogs(
             self.store, spec.name, spec.metric_definitions, options.log_sink, options.notice
@@ -142,6 +153,7 @@ class TrainingJob:
             return self._run(engine)
         finally:
             engine.close()
+            self.saver.close()  # its thread ends, whatever ended the run (written already)
 
     def _run(self, engine: DockerEngine) -> dict[str, Any]:
         if self.registered:
@@ -220,7 +232,7 @@ class TrainingJob:
             for resolved in channels.values():
                 check_entries(resolved.channel.name, resolved.entries)
         publish.check_output_location(self.spec, self.s3)
-        check_checkpoint_location(self.spec, self.s3)
+        check_checkpoints(self.spec, self.s3)
         self.aws_environment = container_credentials(
             self.spec, self.options.pass_aws_credentials, self.s3, self.options.container_s3
         )
@@ -244,16 +256,26 @@ class TrainingJob:
     def _run_stages(
         self, engine: DockerEngine, channels: dict[str, ResolvedChannel], cleanup: ExitStack
     ) -> None:
-        work, layouts, network = self._starting(engine, cleanup)
+        hosts = JobHosts(
+            engine, self.spec.name, hosts=len(self.hosts), isolated=self.spec.network_isolation
+        )
+        work, layouts = self._starting(engine, hosts, cleanup)
         staged = self._downloading(channels, work, layouts, cleanup)
-        ended = self._training(engine, layouts, network, staged, cleanup)
+        ended = self._training(hosts, work, layouts, staged, cleanup)
+        # The hosts are done with: their containers (and the network) go while the artifacts
+        # are packed and the staged data and work dir removed (``hosts.finish`` waits).
+        hosts.tear_down()
         self._uploading(engine, layouts, staged.checkpoints, ended)
 
     def _starting(
-        self, engine: DockerEngine, cleanup: ExitStack
-    ) -> tuple[Path, list[HostLayout], JobNetwork]:
-        """The work dir, each host's /opt/ml tree and config files, the job network."""
+        self, engine: DockerEngine, hosts: JobHosts, cleanup: ExitStack
+    ) -> tuple[Path, list[HostLayout]]:
+        """The work dir, the job network (made in the background while each host's /opt/ml
+        tree and config files are written and the data staged)."""
         self._transition("Starting", "Preparing the instances for training")
+        # The cleanup's last step: the containers and network removed, or their removal (in
+        # the background since the hosts stopped: tear_down) waited for.
+        cleanup.callback(hosts.finish)
         work = make_work_dir(self.spec.name, self.options.work_root)
         cleanup.callback(
             remove_work_dir,
@@ -264,18 +286,11 @@ class TrainingJob:
             engine=engine,
         )
         claim(work, self.spec.image)
+        hosts.prepare_network(resource_name(self.spec.name, work))
         layouts = [HostLayout(work / host.name, host) for host in self.hosts]
         for layout in layouts:
             layout.create(self.spec)
-        network = deferred(
-            engine.create_network,
-            f"sm-{self.spec.name}-{work.name[-8:]}",
-            self.spec.name,
-            internal=self.spec.network_isolation,
-            hosts=len(self.hosts),
-        )
-        cleanup.callback(engine.remove_network, network.name)
-        return work, layouts, network
+        return work, layouts
 
     def _downloading(
         self,
@@ -291,8 +306,8 @@ class TrainingJob:
         )
         cleanup.enter_context(stager)
         mounts = {layout.host.name: stager.stage(layout) for layout in layouts}
-        checkpoints = CheckpointSync(
-            self.spec.checkpoint,
+        checkpoints = job_checkpoints(
+            self.spec,
             {layout.host.name: layout.checkpoint_dir for layout in layouts},
             self.options.notice,
             self.options.progress,
@@ -304,9 +319,9 @@ class TrainingJob:
 
     def _training(
         self,
-        engine: DockerEngine,
+        hosts: JobHosts,
+        work: Path,
         layouts: list[HostLayout],
-        network: JobNetwork,
         staged: Staged,
         cleanup: ExitStack,
     ) -> Outcome:
@@ -315,17 +330,22 @@ class TrainingJob:
         # ends), then the log readers stop, saying what they did not pass on. On the way to
         # the end, ``logs.wait`` below has read every host's output before any removal.
         cleanup.callback(self.logs.close)
-        containers = [
-            self._create_container(engine, layout, network, staged.mounts, cleanup)
+        cleanup.callback(hosts.clean_up_containers)  # each one from its creation on
+        network = deferred(hosts.network)
+        name = resource_name(self.spec.name, work)
+        plans = [
+            (self._container_plan(layout, network, staged.mounts), f"{name}-{layout.host.name}")
             for layout in layouts
         ]
-        for container in containers:
-            self.logs.follow(container.host, deferred(container.attach))
+        containers = deferred(hosts.create_containers, plans)
+        outputs = deferred(hosts.attach, containers)
+        for container, output in zip(containers, outputs, strict=True):
+            self.logs.follow(container.host, output)
         self._transition("Training", "Training image download completed. Training in progress.")
         self.record.training_started()
         staged.stager.start_feeding()
         staged.checkpoints.start()
-        ended = self._supervise(containers, layouts)
+        ended = self._supervise(hosts, containers, layouts)
         self.logs.wait()  # no fixed timeout: every line reaches the file, metrics and sink
         ended = _with_lost_output(ended, self.logs.lost())
         feeding_failures = staged.stager.stop_feeding()
@@ -338,7 +358,7 @@ class TrainingJob:
         self,
         engine: DockerEngine,
         layouts: list[HostLayout],
-        checkpoints: CheckpointSync,
+        checkpoints: CheckpointSync | NoCheckpoints,
         ended: Outcome,
     ) -> None:
         """Checkpoints synced a last time; the model and output data packed and written.
@@ -360,15 +380,10 @@ class TrainingJob:
 
     # -- containers --------------------------------------------------------------------------
 
-    def _create_container(
-        self,
-        engine: DockerEngine,
-        layout: HostLayout,
-        network: JobNetwork,
-        mounts: dict[str, list[Mount]],
-        cleanup: ExitStack,
-    ) -> Container:
-        plan = container_plan(
+    def _container_plan(
+        self, layout: HostLayout, network: JobNetwork, mounts: dict[str, list[Mount]]
+    ) -> ContainerPlan:
+        return container_plan(
             self.spec,
             layout,
             self.hosts,
@@ -377,18 +392,19 @@ class TrainingJob:
             resources=self.resources.get(layout.host.name, HostResources()),
             extra_mounts=mounts[layout.host.name],
         )
-        container = deferred(engine.create_container, plan, f"{network.name}-{layout.host.name}")
-        cleanup.callback(container.remove)
-        return container
 
-    def _supervise(self, containers: list[Container], layouts: list[HostLayout]) -> Outcome:
-        """Start every host and wait for the job's end (supervisor.py).
+    def _supervise(
+        self, hosts: JobHosts, containers: list[Container], layouts: list[HostLayout]
+    ) -> Outcome:
+        """Start every host (all at once) and wait for the job's end (supervisor.py); the
+        wait wakes as soon as a host exits (``JobHosts.sleep``).
 
         Signals are deferred for the whole phase and polled by the wait loop: a
         KeyboardInterrupt raised inside a Docker call could leave the client's connection pool
         locked, and the stop that follows would then hang."""
-        supervisor = Supervisor(containers, self.options.stop_grace_seconds)
         with signals_deferred() as signals:
+            started = hosts.start(containers)
+            supervisor = Supervisor(started, self.options.stop_grace_seconds, sleep=hosts.sleep)
             ending = supervisor.run(
                 self.spec.max_runtime_seconds,
                 signals,
@@ -397,9 +413,10 @@ class TrainingJob:
             )
         if ending.interrupted:
             self.interrupted = True  # the job ended as it did; the signal still ends the run
-        for container in containers:  # never started: their output ends only when removed
-            if container not in supervisor.started:
-                container.remove()
+        # Those that never started: their output ends only when they are removed.
+        running = {host.host for host in started if host in supervisor.started}
+        deferred(hosts.remove_containers, [c for c in containers if c.host not in running])
+        hosts.release_network()  # every host has stopped
         failure_files = {layout.host.name: layout.failure_file for layout in layouts}
         return outcome(
             ending,
@@ -417,10 +434,11 @@ class TrainingJob:
     def _transition(self, status: str, message: str) -> None:
         self.record.transition(status, message)
         self.options.notice(f"{status} - {message}")
-        self._save()
+        self.saver.save(self.record.describe())  # written in the background (saver.py)
 
     def _save(self) -> None:
-        self.store.update(self.record.describe())
+        """Write the record now, after any transition still being written."""
+        self.saver.save_now(self.record.describe())
 
 
 def _with_lost_output(ended: Outcome, lost: list[str]) -> Outcome:

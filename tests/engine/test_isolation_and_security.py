@@ -117,6 +117,41 @@ def test_network_isolation_cuts_the_way_out_but_not_between_hosts(
     assert len(clients) == (0 if isolated else 2)
 
 
+ALONE = """
+echo up; out=/opt/ml/model
+ping -c 1 -w 5 algo-1 > /dev/null 2>&1 && echo ok > $out/self
+printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 $SERVER $PORT > $out/outbound 2>&1
+true
+"""
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("isolated", [False, True], ids=["open", "isolated"])
+def test_a_single_host_resolves_itself_on_the_default_bridge_or_an_isolated_network(
+    jobs: JobRunner, host_server: tuple[str, int, list[str]], isolated: bool
+) -> None:
+    """One host needs no network of its own (the engine's default bridge, as `docker run`),
+    unless isolated: then its own network with no way out, as for several hosts."""
+    address, port, clients = host_server
+    seen: dict[str, dict[str, Any]] = {}
+    request = jobs.request(
+        EnableNetworkIsolation=isolated, **shell(ALONE, SERVER=address, PORT=str(port))
+    )
+    record = jobs.run(request, log_sink=inspecting_sink(jobs, request, seen))
+    assert record["TrainingJobStatus"] == "Completed", record.get("FailureReason")
+    model = jobs.model(record)
+    assert model["self"] == b"ok\n"  # algo-1 resolves and answers, isolated or not
+    assert (b"host says hello" in model["outbound"]) is not isolated, model["outbound"]
+    assert len(clients) == (0 if isolated else 1)
+    config = seen["algo-1"]["HostConfig"]
+    if isolated:
+        assert config["NetworkMode"].startswith(f"sm-{request['TrainingJobName']}-")
+    else:
+        assert config["NetworkMode"] in ("bridge", "default")
+    assert seen["algo-1"]["Config"]["Hostname"] == "algo-1"
+    assert jobs.leftovers(request["TrainingJobName"]) == []  # the default bridge stays
+
+
 @pytest.mark.docker
 def test_containers_are_unprivileged_in_no_host_namespace_with_fastfile_read_only(
     jobs: JobRunner, make_files: MakeFiles
