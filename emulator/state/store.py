@@ -32,6 +32,7 @@ from emulator.config import ENV_HOME, default_home
 from emulator.errors import EmulatorError, JobExists, JobNotFound
 
 TERMINAL_STATUSES = ("Completed", "Failed", "Stopped")
+WAL_SETUP_SECONDS = 30.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -120,7 +121,7 @@ class JobStore:
         try:
             self.home.mkdir(parents=True, exist_ok=True)
             with self._db() as db:
-                db.execute("PRAGMA journal_mode=WAL")  # kept by the file: set once
+                _use_wal(db)
                 db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise EmulatorError(
@@ -292,6 +293,23 @@ class JobStore:
             )
             self.update(record)
         return dead
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Put the database in WAL mode (kept by the file: set once). Two stores opening a new
+    database at once race for it, and SQLite answers the loser "database is locked" at once
+    (no busy wait for this statement): try again for a while."""
+    deadline = time.monotonic() + WAL_SETUP_SECONDS
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _as_read(text: str, stop_requested: int) -> dict[str, Any]:

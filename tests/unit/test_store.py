@@ -321,3 +321,23 @@ def test_points_from_earlier_versions_are_read_and_go_with_their_job(store: JobS
     assert store.count_metrics("old") == 3
     store.create(record("old"), replace=True)
     assert store.metrics("old") == [] and store.count_metrics("old") == 0
+
+
+def test_stores_opened_at_once_on_a_new_state_dir_all_work(tmp_path: Path) -> None:
+    # Two processes starting together on a fresh EMULATOR_HOME (a job and `emulator stop`).
+    failures: list[BaseException] = []
+
+    def open_store(home: Path) -> None:
+        try:
+            JobStore(home)
+        except BaseException as exc:
+            failures.append(exc)
+
+    for attempt in range(100):
+        home = tmp_path / f"home-{attempt}"
+        threads = [threading.Thread(target=open_store, args=(home,)) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []
