@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 import click
 
 from emulator import api
-from emulator.cli.flags import machine_options, pairs, request_options, s3_options
+from emulator.cli.flags import machine_options, pairs, request_options, run_options, s3_options
 from emulator.cli.serve import serve
-from emulator.config import default_home, s3_settings_from_flags
+from emulator.config import default_home
 from emulator.errors import EmulatorError, RequestInvalid
 from emulator.request.build import Overrides, build_request, load_request
 from emulator.run.options import RunOptions
@@ -136,7 +136,16 @@ def run(
           --hyperparameter epochs=3 --metric loss='loss=([0-9.]+)'
     """
     signal.signal(signal.SIGTERM, _interrupt)
-    s3 = s3_settings_from_flags(endpoint_url=s3_endpoint_url, profile=profile, region=region)
+    machine = run_options(
+        stop_grace=stop_grace,
+        gpus=gpus,
+        apply_instance_limits=apply_instance_limits,
+        allow_sensitive_paths=allow_sensitive_paths,
+        s3_endpoint_url=s3_endpoint_url,
+        profile=profile,
+        region=region,
+        pass_aws_credentials=pass_aws_credentials,
+    )
     base, base_dir = load_request(request_file) if request_file else (None, Path.cwd())
     flags = Overrides(
         image=image,
@@ -156,17 +165,7 @@ def run(
     if base is None and image is None:
         fail("give a REQUEST.json or at least --image (see `emulator run --help`)")
     request = build_request(base, flags, str(default_home() / "output"))
-    options = RunOptions(
-        base_dir=base_dir,
-        replace=replace,
-        stop_grace_seconds=stop_grace,
-        gpus=gpus,
-        apply_instance_limits=apply_instance_limits,
-        allow_sensitive_paths=allow_sensitive_paths,
-        region=region,
-        s3=s3,
-        pass_aws_credentials=pass_aws_credentials,
-    )
+    options = dataclasses.replace(machine, base_dir=base_dir, replace=replace)
     try:
         record = _run(request, options, as_json, quiet)
     except KeyboardInterrupt:

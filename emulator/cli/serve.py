@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import signal
 import sys
@@ -9,10 +10,8 @@ from typing import Any
 
 import click
 
-from emulator.cli.flags import machine_options, s3_options
-from emulator.config import s3_settings_from_flags
+from emulator.cli.flags import machine_options, run_options, s3_options
 from emulator.errors import EmulatorError
-from emulator.run.options import RunOptions
 
 EXIT_INTERRUPTED = 130
 
@@ -84,15 +83,15 @@ def serve(
 
     if embedded_s3 and s3_endpoint_url:
         raise EmulatorError("give --s3 (the embedded store) or --s3-endpoint-url, not both")
-    run_options = RunOptions(
-        stop_grace_seconds=stop_grace,
+    machine = run_options(
+        stop_grace=stop_grace,
         gpus=gpus,
         apply_instance_limits=apply_instance_limits,
         allow_sensitive_paths=allow_sensitive_paths,
+        s3_endpoint_url=s3_endpoint_url,
+        profile=profile,
         region=region,
-        s3=s3_settings_from_flags(endpoint_url=s3_endpoint_url, profile=profile, region=region),
         pass_aws_credentials=pass_aws_credentials,
-        notice=_notice,
     )
     options = ServeOptions(
         host=host,
@@ -100,7 +99,7 @@ def serve(
         s3=embedded_s3,
         max_concurrent_jobs=max_concurrent_jobs,
         auth=parse_auth_option(auth) if auth else None,
-        run=run_options,
+        run=dataclasses.replace(machine, notice=_notice),
     )
     signal.signal(signal.SIGTERM, _interrupt)
     try:
