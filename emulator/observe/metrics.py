@@ -9,16 +9,23 @@ Rules (CONTRACT.md section 5, our documented choices where SageMaker says nothin
 - every accepted value is kept with its timestamp (when the line was read); the
   ``FinalMetricDataList`` holds the LAST value of each metric by time, in definition order;
 - a line is what observe/lines.py cuts: ended by ``\n`` or ``\r``, at most 64 KiB.
+
+A chatty job gives many lines per batch, so ``feed_lines`` applies each regex to the whole
+batch at once, with the very same results (``_BatchForm``), skips the batches and lines that
+lack a literal every match holds, and parses the values in bulk; ``feed`` is the plain rule,
+line by line.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 import re
 import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any, cast
 
 from emulator.request.spec import MetricDefinition
@@ -40,100 +47,283 @@ def parse_metric_value(text: str) -> float | None:
 
 def parse_metric_values(texts: Sequence[str | None]) -> list[float]:
     """``parse_metric_value`` of each text, leaving out Nones and what is not a value: in a
-    few C calls when every text holds only decimal characters (the usual case)."""
-    if texts and None not in texts:
-        strings = cast(Sequence[str], texts)
-        if not _NOT_DECIMAL.search("".join(strings)):
-            # With only these characters, float() accepts exactly the plain decimals.
+    few C calls when every text is a value (the usual case)."""
+    if None in texts:
+        return _values(list(filter(None, texts)))
+    return _values(cast(Sequence[str], texts))
+
+
+def _values(texts: Sequence[str]) -> list[float]:
+    """``parse_metric_values`` of texts that are never None."""
+    if not _NOT_DECIMAL.search("".join(texts)):
+        # Only these characters: float() takes plain decimals only (blanks: see below).
+        try:
+            values = list(map(float, texts))
+        except ValueError:
+            pass
+        else:
+            if all(map(math.isfinite, values)):
+                return values
+    found = []
+    for text in texts:
+        if _NOT_DECIMAL.search(text) is None:
             try:
-                values = list(map(float, strings))
-            except ValueError:
+                value = float(text)
+            except ValueError:  # not a number, or blanks float() keeps ("\x1c")
                 pass
             else:
-                if all(map(math.isfinite, values)):
-                    return values
-    return [v for t in texts if t is not None and (v := parse_metric_value(t)) is not None]
+                if math.isfinite(value):
+                    found.append(value)
+                continue
+        if (number := parse_metric_value(text)) is not None:  # other digits, blanks
+            found.append(number)
+    return found
 
 
-# Constructs whose meaning at a line's edge depends on what lies beyond it: a regex using one
-# of them is applied line by line, never to a batch's text as a whole (see _Definition).
-_EDGE_SENSITIVE = re.compile(r"\\[ABZz]|\(\?(?!:|P<|P=)|[*+?}]\+")
+# -- one regex over a whole batch ------------------------------------------------------------
+
+_NL = 10  # ord("\n")
+_CANDIDATE_SHARE = 4  # look for a literal's lines one by one when under 1 line in this many
+
+
+class _Decline(Exception):
+    """This regex is applied line by line (no batch form with the very same results)."""
+
+
+class _BatchForm:
+    """The batch form of one regex, built with the stdlib's regex parser and compiler
+    (``re._parser``, ``re._compiler``: private, so anything unexpected declines).
+
+    Lines hold no ``\\n``, so a regex finds the same in a line whatever it would make of a
+    ``\\n``. The batch form is the regex with ``\\n`` taken out of everything that consumes a
+    character (``.``, ``[^,]``, ``\\s``, ``\\D``...), ``\\A``/``\\Z`` as ``^``/``$`` under
+    MULTILINE, so that no match, lookaround or backtrack can reach past its line in the
+    lines, each ended by ``\\n``; followed by ``[^\\n]*\\n?`` so that a match takes the rest of
+    its line and its ``\\n``, the next one starting a later line: ``findall`` on the text gives
+    each line's first match, exactly as ``re.search`` on each line, and after the last ``\\n``
+    at most an empty match, whose value is empty (never a number). ``\\B`` (whose meaning on
+    an empty line changed in Python 3.14) and a literal ``\\n`` decline."""
+
+    def __init__(self, regex: str) -> None:
+        self.pattern: re.Pattern[str] | None = None
+        self.literal = ""  # a substring of every match (prefilter), or ""
+        self.folded = False  # the literal is in lowercase: look for it in lowercase text
+        self.prefixed = False  # the regex starts with it: re's own search skips to it
+        try:
+            parser: Any = importlib.import_module("re._parser")
+            compiler: Any = importlib.import_module("re._compiler")
+            self._p = parser
+            self._literal(parser.parse(regex))
+            tree = parser.parse(regex)
+            state = tree.state
+            body = self._local(tree)
+            groups = state.groups  # group 0 included
+            if groups == 1:  # no group: the value is the whole match, made group 1
+                gid = state.opengroup()
+                state.closegroup(gid, body)
+                body = parser.SubPattern(state, [(parser.SUBPATTERN, (gid, 0, 0, body))])
+            rest = parser.SubPattern(state, [(parser.NOT_LITERAL, _NL)])
+            newline = parser.SubPattern(state, [(parser.LITERAL, _NL)])
+            body.append((parser.MAX_REPEAT, (0, parser.MAXREPEAT, rest)))
+            body.append((parser.MAX_REPEAT, (0, 1, newline)))
+            pattern = compiler.compile(body, re.MULTILINE)
+            if isinstance(pattern, re.Pattern) and pattern.groups == max(groups - 1, 1):
+                self.pattern = cast(re.Pattern[str], pattern)
+        except Exception:  # declined, or a Python whose internals differ
+            self.pattern = None
+        finally:
+            self._p = None
+
+    def _local(self, sub: Any) -> Any:
+        """``sub`` with no way left to consume a ``\\n`` (raises _Decline)."""
+        p = self._p
+        out: list[tuple[Any, Any]] = []
+        for op, av in sub.data:
+            if op is p.LITERAL:
+                if av == _NL:
+                    raise _Decline
+                out.append((op, av))
+            elif op is p.NOT_LITERAL:
+                if av == _NL:
+                    out.append((op, av))
+                else:
+                    out.append((p.IN, [(p.NEGATE, None), (p.LITERAL, av), (p.LITERAL, _NL)]))
+            elif op is p.ANY:  # "." or, under DOTALL, anything: never a \n here
+                out.append((p.NOT_LITERAL, _NL))
+            elif op is p.IN:
+                out += self._set(sub.state, av)
+            elif op is p.AT:
+                ats = {p.AT_BEGINNING_STRING: p.AT_BEGINNING, p.AT_END_STRING: p.AT_END}
+                if av not in (p.AT_BEGINNING, p.AT_END, p.AT_BOUNDARY) and av not in ats:
+                    raise _Decline
+                out.append((op, ats.get(av, av)))
+            elif op in (p.MAX_REPEAT, p.MIN_REPEAT, p.POSSESSIVE_REPEAT):
+                out.append((op, (av[0], av[1], self._local(av[2]))))
+            elif op is p.SUBPATTERN:
+                out.append((op, (*av[:3], self._local(av[3]))))
+            elif op is p.BRANCH:
+                out.append((op, (av[0], [self._local(item) for item in av[1]])))
+            elif op is p.ATOMIC_GROUP:
+                out.append((op, self._local(av)))
+            elif op in (p.ASSERT, p.ASSERT_NOT):
+                out.append((op, (av[0], self._local(av[1]))))
+            elif op is p.GROUPREF:  # what a group took: no \n
+                out.append((op, av))
+            elif op is p.GROUPREF_EXISTS:
+                no = None if av[2] is None else self._local(av[2])
+                out.append((op, (av[0], self._local(av[1]), no)))
+            else:
+                raise _Decline
+        return self._p.SubPattern(sub.state, out)
+
+    def _set(self, state: Any, items: list[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+        """A character set without ``\\n``."""
+        p = self._p
+        # each category that holds \n, and its complement (which does not)
+        complement = {
+            p.CATEGORY_SPACE: p.CATEGORY_NOT_SPACE,
+            p.CATEGORY_NOT_DIGIT: p.CATEGORY_DIGIT,
+            p.CATEGORY_NOT_WORD: p.CATEGORY_WORD,
+            p.CATEGORY_LINEBREAK: p.CATEGORY_NOT_LINEBREAK,
+        }
+        negated = bool(items) and items[0][0] is p.NEGATE
+        newline = False
+        categories = set()
+        for op, av in items[1:] if negated else items:
+            if op is p.LITERAL:
+                newline |= av == _NL
+            elif op is p.RANGE:
+                newline |= av[0] <= _NL <= av[1]
+            elif op is p.CATEGORY and (av in complement or av in complement.values()):
+                newline |= av in complement
+                categories.add(av)
+            else:
+                raise _Decline
+        if negated:
+            return [(p.IN, items if newline else [*items, (p.LITERAL, _NL)])]
+        if not newline:
+            return [(p.IN, items)]
+        if len(items) == 1 and items[0][0] is p.CATEGORY:  # \s as [^\S\n], \D as [^\d\n]...
+            return [
+                (p.IN, [(p.NEGATE, None), (p.CATEGORY, complement[items[0][1]]), (p.LITERAL, _NL)])
+            ]
+        if any(complement.get(category) in categories for category in categories):
+            return [(p.NOT_LITERAL, _NL)]  # [\s\S] and the like: anything but \n
+        no_newline = p.SubPattern(state, [(p.LITERAL, _NL)])
+        return [(p.ASSERT_NOT, (1, no_newline)), (p.IN, items)]
+
+    def _literal(self, tree: Any) -> None:
+        """The longest run of plain characters that every match holds, in order; in
+        lowercase (``folded``) when some of it is matched ignoring case."""
+        p = self._p
+        runs: list[tuple[str, bool, bool]] = []  # (characters, folded, first in the regex)
+        run: list[str] = []
+        folded = starts = False
+        first = True
+
+        def cut() -> None:
+            nonlocal folded, starts
+            runs.append(("".join(run), folded, starts))
+            run.clear()
+            folded = starts = False
+
+        def walk(sub: Any, ignore_case: bool) -> None:
+            nonlocal folded, starts, first
+            for op, av in sub.data:
+                if op is p.SUBPATTERN:  # a group: its characters follow the ones before
+                    add, remove = av[1] & re.IGNORECASE, av[2] & re.IGNORECASE
+                    walk(av[3], bool(add or (ignore_case and not remove)))
+                    continue
+                if op is p.LITERAL and av != _NL:
+                    starts |= first
+                    folded |= ignore_case
+                    run.append(chr(av))
+                else:
+                    cut()
+                first = False
+
+        walk(tree, bool(tree.state.flags & re.IGNORECASE))
+        cut()
+        # A folded run is of use on ASCII text only, where lower() keeps every offset.
+        usable = [run for run in runs if run[0] and (run[0].isascii() or not run[1])]
+        if usable:
+            literal, self.folded, starts = max(usable, key=lambda run: len(run[0]))
+            self.literal = literal.lower() if self.folded else literal
+            self.prefixed = starts and not self.folded
+
+
+class _Batch:
+    """The lines of one ``feed_lines`` call, each ended by ``\\n`` in ``text`` (None when a
+    line holds a ``\\n``: not one that lines.py cuts, searched alone)."""
+
+    def __init__(self, lines: Sequence[str]) -> None:
+        self.lines = lines
+        joined = "\n".join([*lines, ""])
+        self.text = joined if joined.count("\n") == len(lines) else None
+        self._lowered: str | None = None
+
+    def lowered(self) -> str | None:
+        """``text`` in lowercase when it is all ASCII (else None), made once."""
+        if self._lowered is None and self.text is not None and self.text.isascii():
+            self._lowered = self.text.lower()
+        return self._lowered
 
 
 class _Definition:
-    """One MetricDefinition, with the fast way to apply it to many lines at once.
-
-    For most regexes, searching the lines joined by ``\\n`` (with ``re.MULTILINE``, so ``^``
-    and ``$`` still mean a line's start and end) finds, in each line, the same first match
-    as ``re.search`` on that line alone: a match that stays within its line is that line's
-    first match. From a match that runs over a line's end on, the lines are searched one at
-    a time (that line alone decides). Regexes with lookarounds, inline flags, ``\\A``,
-    ``\\B``, ``\\Z``, atomic groups or possessive quantifiers (whose result at a line's edge
-    could differ) are applied line by line."""
+    """One MetricDefinition: its regex for a line, and its batch form for many lines."""
 
     def __init__(self, definition: MetricDefinition) -> None:
         self.name = definition.name
         self.pattern = re.compile(definition.regex)
         self.group = 1 if self.pattern.groups else 0  # the value: group 1, or the match
-        self.joined: re.Pattern[str] | None = None
-        if not _EDGE_SENSITIVE.search(definition.regex):
-            self.joined = re.compile(definition.regex, re.MULTILINE)
+        form = _BatchForm(definition.regex)
+        self.batch = form.pattern
+        self.literal, self.folded, self.prefixed = form.literal, form.folded, form.prefixed
+        # findall's value: the one group's text, or the first of several
+        self.first: Any = None if self.batch is None or self.batch.groups == 1 else itemgetter(0)
 
     def value(self, match: re.Match[str]) -> float | None:
         text = match.group(self.group)
         return parse_metric_value(text) if text is not None else None
 
-    def values(self, lines: Sequence[str]) -> list[float]:
+    def values(self, batch: _Batch) -> list[float]:
         """The value of every line that has one, in order."""
-        if self.joined is None:
-            texts = []
-            for line in lines:
-                match = self.pattern.search(line)
-                if match is not None:
-                    texts.append(match.group(self.group))
-            return parse_metric_values(texts)
-        return parse_metric_values(self._texts_joined("\n".join(lines)))
+        lines, text = batch.lines, batch.text
+        if text is None:
+            return parse_metric_values(self._searched(lines))
+        # (a regex that starts with its literal: re's own search skips to it as fast)
+        if self.literal and (self.batch is None or not self.prefixed):
+            haystack = batch.lowered() if self.folded else text
+            if haystack is not None:
+                count = haystack.count(self.literal)
+                if not count:
+                    return []
+                if count * _CANDIDATE_SHARE < len(lines):
+                    lines = _lines_holding(haystack, text, self.literal)
+                    text = "\n".join([*lines, ""])
+        if self.batch is None:
+            return parse_metric_values(self._searched(lines))
+        found = self.batch.findall(text)
+        if not found:
+            return []
+        return _values(found if self.first is None else list(map(self.first, found)))
 
-    def _texts_joined(self, text: str) -> list[str | None]:
-        """The value text of each line's first match, all lines at once."""
-        assert self.joined is not None
-        texts: list[str | None] = []
-        line_end = -1  # where the line of the last match kept ends
-        find, group = text.find, self.group
-        for match in self.joined.finditer(text):
-            start = match.start()
-            if start > line_end:  # the first match of a line
-                line_end = find("\n", start)
-                if line_end < 0:
-                    line_end = len(text)
-                if match.end() <= line_end:
-                    texts.append(match.group(group))
-                    continue
-                alone = self.pattern.search(text[text.rfind("\n", 0, start) + 1 : line_end])
-                texts.append(alone.group(group) if alone is not None else None)
-            elif match.end() <= line_end:  # a second match in the same line
-                continue
-            # A match ran over a line's end: the search may have skipped part of the next
-            # line, so go on one line at a time from there.
-            return texts + self._texts_searched(text, line_end + 1)
-        return texts
+    def _searched(self, lines: Sequence[str]) -> list[str | None]:
+        group = self.group
+        return [m.group(group) for m in map(self.pattern.search, lines) if m is not None]
 
-    def _texts_searched(self, text: str, position: int) -> list[str | None]:
-        assert self.joined is not None
-        texts: list[str | None] = []
-        size = len(text)
-        while position <= size and (match := self.joined.search(text, position)) is not None:
-            start = match.start()
-            end = text.find("\n", start)
-            if end < 0:
-                end = size
-            if match.end() <= end:
-                texts.append(match.group(self.group))
-            else:  # ran over the line's end: the line alone decides
-                alone = self.pattern.search(text[text.rfind("\n", 0, start) + 1 : end])
-                texts.append(alone.group(self.group) if alone is not None else None)
-            position = end + 1
-        return texts
+
+def _lines_holding(haystack: str, text: str, literal: str) -> list[str]:
+    """The lines of ``text`` (each ended by ``\\n``) where ``haystack`` (``text`` or its
+    lowercase) holds ``literal``, in order."""
+    lines = []
+    find, rfind = haystack.find, haystack.rfind
+    at = find(literal)
+    while at >= 0:
+        end = find("\n", at + len(literal))  # there is one: the line's
+        lines.append(text[rfind("\n", 0, at) + 1 : end])
+        at = find(literal, end)
+    return lines
 
 
 class MetricsCollector:
@@ -177,9 +367,10 @@ class MetricsCollector:
         if not self._definitions or not lines:
             return []
         stamp = time.time() if timestamp is None else timestamp
+        batch = _Batch(lines)
         found = []
         for definition in self._definitions:
-            values = definition.values(lines)
+            values = definition.values(batch)
             if not values:
                 continue
             name = definition.name

@@ -5,11 +5,16 @@ of each metric, in definition order."""
 
 from __future__ import annotations
 
+import math
 import random
+import re
 import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from emulator.observe.metrics import (
     MetricPoint,
@@ -280,3 +285,263 @@ def test_the_final_value_is_the_last_by_time_whichever_host_was_read_last() -> N
         {"MetricName": "loss", "Value": 2.0, "Timestamp": iso(20.0)}
     ]
     assert metrics.series() == {}  # the store keeps the points, not memory
+
+
+# -- batches against the rule as written (hypothesis) ----------------------------------------
+#
+# ``reference`` is the straightforward reading of the rule, line by line; ``feed_lines`` must
+# give the very same points for any regex and any lines: odd numbers, \r, blanks of other
+# scripts, other digits, and regexes whose meaning at a line's edge is delicate.
+
+_PLAIN_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def reference(regexes: dict[str, str], lines: list[str]) -> dict[str, list[float]]:
+    points: dict[str, list[float]] = {name: [] for name in regexes}
+    for name, regex in regexes.items():
+        pattern = re.compile(regex)
+        for line in lines:
+            match = pattern.search(line)
+            if match is None:
+                continue
+            text = match.group(1 if pattern.groups else 0)
+            if text is None or not _PLAIN_DECIMAL.fullmatch(text.strip()):
+                continue
+            value = float(text.strip())
+            if math.isfinite(value):
+                points[name].append(value)
+    return points
+
+
+def batched(regexes: dict[str, str], lines: list[str]) -> dict[str, list[float]]:
+    metrics = MetricsCollector([MetricDefinition(n, r) for n, r in regexes.items()])
+    points: dict[str, list[float]] = {name: [] for name in regexes}
+    for group in metrics.feed_lines(lines, "algo-1", 1.0):
+        points[group.name] += group.values
+    series = {name: [p.value for p in kept] for name, kept in metrics.series().items()}
+    assert series == {name: values for name, values in points.items() if values}
+    return points
+
+
+NUMBERS = [
+    "0", "1", "-0.5", "+2.", ".5", "7.", "3e-4", "1E+3", "1e999", "-1e-999", "00.25", "1.2.3",
+    "--1", "+-1", "e5", "1e", ".", "-", "nan", "NaN", "inf", "-Infinity", "1_000", "0x10",
+    "١٢", "\u0663.\u0665", "\xa01\xa0", "1\u2003", "\x1c2", "12", "0.000001", "9" * 20, "1,5",
+]  # fmt: skip
+WORDS = [
+    "loss", "loss=", "loss: ", "LOSS=", "Loss=", "val_acc=", "epoch ", "epoch=", "acc=",
+    "train_loss=", "'loss': ", "Train_error=", "#011validation-rmse:", "[12]", "=", ":", ";",
+    ",", " ", "  ", "\t", "\r", "\x0b", "\x0c", "\x85", "\u2028", "é", "ß", "K", "\u212a",
+    "x", "y", "ab", "_", "(", ")", "[", "]", "{", "}", "|", "%", "/", "\\", "#",
+    "\u017f", "\u0131", "\u0130", "lo\u017fs=", "\u212aey=",  # what (?i) folds
+]  # fmt: skip
+line_text = st.lists(st.sampled_from(NUMBERS + WORDS) | st.text(max_size=3), max_size=8).map(
+    "".join
+)
+one_line = line_text.map(lambda text: text.replace("\n", ""))  # lines.py cuts at \n
+ascii_line = st.lists(  # all-ASCII batches are searched in lowercase for (?i) regexes
+    st.sampled_from([w for w in NUMBERS + WORDS if w.isascii() and w != "\n"]).flatmap(
+        lambda word: st.sampled_from([word, word.upper(), word.title()])
+    ),
+    max_size=8,
+).map("".join)
+KEYS = [
+    "loss: ", "val_acc=", "epoch ", "LOSS=", "Loss=", "loss=", "train_loss=", "epoch=",
+    "samples/s: ", "Train_error=", "'loss': ", "{'eval_loss': ", "[3]#011validation-rmse:",
+    "Test set: Average loss: ", "accuracy=", "val=", "x", "y", "a", "\r", " ", "", "LO\u017fS=",
+]  # fmt: skip
+metric_line = st.tuples(
+    one_line | ascii_line,
+    st.sampled_from(KEYS),
+    st.sampled_from(NUMBERS),
+    st.sampled_from(["", ",", ";", " ", "\t", "|", "x", " done", ", acc=1"]),
+).map("".join)  # a line with something like a metric in it
+FILLER = "step 7 of 9: nothing to see"  # batches where a metric's lines are few
+some_lines = st.lists(one_line | metric_line | st.just(FILLER), max_size=40) | st.lists(
+    ascii_line | metric_line.filter(str.isascii) | st.just(FILLER), max_size=40
+)
+
+SAGEMAKER_REGEXES = [
+    r"loss: ([0-9\.]+)",
+    r".*?val_acc=([\d.]+)",
+    r"^epoch (\d+)",
+    r"(?i)LOSS=(\S+)$",
+    r"loss=([0-9.e-]+)",
+    r"train_loss=([0-9.e-]+)",
+    r"epoch=(\d+)",
+    r"samples/s: ([0-9.]+)",
+    r"grad_norm=([0-9.e+-]+)",
+    r"Train_error=(.*?);",
+    r"'loss': ([0-9]+(.|e\-)[0-9]+),?",
+    r"eval_loss.*=\D*(.*?)$",
+    r".*\[[0-9]+\].*#011validation-rmse:([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?).*",
+    r"Test set: Average loss:\s*([0-9\.]+)",
+    r"accuracy=([^,]+),",
+    r"loss=\s*(\S*)",
+    r"loss=([^,]*)",
+    r"(\d+)",
+    r"\d*",
+    r"x(?=y)y(\d)",
+    r"(\d+)\Z",
+    r"\A(\d+)",
+    r"a++(\d)",
+    r"(?s)loss=(.+)",
+    r"\bval\b=(\d+)",
+    r"(?P<v>[0-9.e]+)\s*$",
+    r"\B(\d)",
+    r"[\s\S]*?(\d)",
+    r"(?<=loss=)([\d.]+)",
+    r"(?<!\d)(\d)(?!\d)",
+    r"(\d)(?=\s)",
+    r"(?<=\s)(\d+)",
+    r"(?<=(\d))",
+    r"x|(?<=(\d))",
+    r"\s*$",
+    r"(?m)^\s*(\d+)\s*$",
+    r"(?x) loss \s* = \s* (\d+)  # spaces and a comment",
+    r"(?i:loss)=(?-i:x)?(\d+)",
+    r"(a)?(?(1)b|c)(\d)",
+    r"(\w)\1(\d)",
+    r"(?>\s*)(\d)",
+    r"\s*+(\d)",
+    r"[^,]*,(\d)",
+    r"[\x00-\x7f]+?(\d)",
+    r"\n(\d)",
+    r"x|\n",
+    r"$",
+    r"(\d+)|(\.\d+)",
+    r"loss=(x)?",
+    r"\r(\d)",
+    r"[^\d\n]*(\d)",
+    r"(?a)\w+=(\d)",
+    r"(?:LOSS|loss)=([\d.]+)",
+    r"(?i)key=(\d+)",
+    r"(?i)lo[^s]s=(\S+)",
+    r"(?i)loss=([^k]+)",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(SAGEMAKER_REGEXES), min_size=1, max_size=4), some_lines)
+def test_batches_give_the_points_of_the_rule_line_by_line(
+    regexes: list[str], lines: list[str]
+) -> None:
+    named = {f"m{i}": regex for i, regex in enumerate(regexes)}
+    assert batched(named, lines) == reference(named, lines)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(
+        [  # not starting with their literal ("val_acc=", "loss=", "epoch "...)
+            r".*?val_acc=([\d.]+)",
+            r".*val_acc=([\d.]+)",
+            r"^epoch (\d+)",
+            r"(?i)LOSS=(\S+)$",
+            r"(?i:loss)=(?-i:x)?(\d+)",
+            r"\bval\b=(\d+)",
+            r"\s*epoch=(\d+)",
+            r"[\w:']*\s*loss=\s*([^,;]+)",
+            r"(?s).*?'loss': ([0-9]+(.|e\-)[0-9]+),?",
+            r".*\[[0-9]+\].*#011validation-rmse:([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?).*",
+        ]
+    ),
+    st.lists(metric_line | one_line, max_size=6)
+    | st.lists(metric_line.filter(str.isascii) | ascii_line, max_size=6),
+    st.integers(0, 120),
+    st.randoms(use_true_random=False),
+)
+def test_a_few_metric_lines_among_many_others(
+    regex: str, few: list[str], others: int, rng: random.Random
+) -> None:
+    # When few lines hold a regex's literal, only those lines are searched.
+    lines = [FILLER] * others + few
+    rng.shuffle(lines)
+    assert batched({"m": regex}, lines) == reference({"m": regex}, lines)
+
+
+def _regexes() -> st.SearchStrategy[str]:
+    """Small random regexes, built from what decides a match at a line's edge."""
+    chars = st.sampled_from(
+        [
+            "a", "1", "=", "loss=", "é", " ", r"\.", ",", r"\d", r"\D", r"\s", r"\S", r"\w",
+            r"\W", ".", "[^,]", r"[^\n,]", "[a-z]", r"[\x00-\x7f]", r"[\s\S]", r"[^\d]", r"\n",
+            r"\r", "[0-9.eE+-]", "^", "$", r"\b", r"\B", r"\A", r"\Z", r"(?<=\d)", r"(?<!\s)",
+            r"(?<=a.)", r"(?<![^=])", "[^s]", "[^k]", "s", "K", "[^a-z]",
+        ]
+    )  # fmt: skip
+    values = st.sampled_from([r"(\d+)", r"([0-9.]+)", r"(\S+)", r"([^,]*)", r"(.*?)", "(a)"])
+    # Unbounded repeats only of one character: nested ones would make re take forever.
+    many = ["", "", "*", "+", "?", "*?", "+?", "{1,3}", "*+", "++"]
+    leaves = values | st.tuples(chars, st.sampled_from(many)).map(lambda t: f"(?:{t[0]}){t[1]}")
+
+    def extend(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+        return st.one_of(
+            st.lists(inner, min_size=2, max_size=4).map("".join),
+            st.tuples(inner, inner).map("|".join),
+            st.tuples(
+                st.sampled_from(["(", "(?:", "(?>", "(?=", "(?!", "(?i:", "(?s:"]), inner
+            ).map(lambda t: f"{t[0]}{t[1]})"),
+            st.tuples(inner, st.sampled_from(["?", "??", "{0,2}"])).map(
+                lambda t: f"(?:{t[0]}){t[1]}"
+            ),
+        )
+
+    body = st.recursive(leaves, extend, max_leaves=8)
+    return st.tuples(st.sampled_from(["", "(?i)", "(?s)", "(?m)", "(?a)"]), body).map("".join)
+
+
+def _compiles(regex: str) -> bool:
+    try:
+        re.compile(regex)
+    except re.error:
+        return False
+    return True
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(_regexes().filter(_compiles), some_lines)
+def test_batches_agree_with_the_rule_for_random_regexes(regex: str, lines: list[str]) -> None:
+    assert batched({"m": regex}, lines) == reference({"m": regex}, lines)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(SAGEMAKER_REGEXES), st.lists(line_text, max_size=10))
+def test_a_line_holding_a_newline_is_still_searched_alone(regex: str, lines: list[str]) -> None:
+    # lines.py never hands such a line on; the rule still holds for one.
+    assert batched({"m": regex}, lines) == reference({"m": regex}, lines)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(NUMBERS) | st.text(max_size=6) | st.none(), max_size=12))
+def test_values_in_bulk_follow_the_rule_for_one_whatever_the_text(
+    texts: list[str | None],
+) -> None:
+    one_by_one = [parse_metric_value(t) for t in texts if t is not None]
+    assert parse_metric_values(texts) == [v for v in one_by_one if v is not None]
+
+
+@pytest.mark.parametrize(
+    "regex",
+    [r"loss=([^,]*)x", r"loss=([^,]*),", r"loss=\s*([\s\S]*)\|", r".*?val=(\d+)", r"(?s).*x"],
+)
+def test_a_big_batch_costs_time_linear_in_its_size(regex: str) -> None:
+    # Joined naively, these regexes would run over the line ends of the whole batch at each
+    # line (20,000 lines: minutes); the batch form keeps each search inside its line.
+    lines = [f"step {i} loss={i}.5 done" for i in range(20_000)]
+    metrics = collector(m=regex)
+    started = time.process_time()
+    found = metrics.feed_lines(lines, "algo-1", 1.0)
+    assert time.process_time() - started < 2.0
+    assert [v for group in found for v in group.values] == reference({"m": regex}, lines)["m"]
+
+
+def test_a_rare_metric_among_many_lines_is_found_in_each_of_its_lines() -> None:
+    # A leading ".*" cannot be skipped ahead by re: the lines holding the literal are.
+    lines = [f"step {i}: nothing to see" for i in range(5000)]
+    lines[17] = "epoch 1 val_acc=0.5"
+    lines[4000] = "val_acc=0.75 then val_acc=0.8"
+    lines[-1] = "val_acc=1"
+    metrics = collector(acc=r".*val_acc=([\d.]+)")
+    found = metrics.feed_lines(lines, "algo-1", 2.0)
+    assert [v for group in found for v in group.values] == [0.5, 0.8, 1.0]
