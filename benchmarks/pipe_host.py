@@ -1,13 +1,17 @@
 """Host-side Pipe-mode throughput: a PipeChannel fed from local files, drained by ``cat``.
 
     .venv/bin/python benchmarks/pipe_host.py [--quick] [--files N] [--size MIB] [--epochs E]
-        [--small-count N] [--small-kib K]
+        [--small-count N] [--small-kib K] [--busy]
 
 Prints MB/s per configuration (raw, RecordIO, many small objects, gzip) and the feeder's CPU
 seconds per GB (its thread's time: what it takes from the reader on a busy machine). The reader
 is a separate process (``cat`` into /dev/null), as a training container would be; the files sit
 in the page cache after the first epoch, so this measures the feeder, not the disk. No target:
 benchmarks/pipe_throughput.py compares Pipe with File mode inside the container.
+
+``--busy`` runs a Python thread that never waits (as a log pump digesting a chatty script
+would) beside the feeder: files from HELPER_MIN up do not slow down, being spliced by the
+helper process, which needs no GIL.
 """
 
 from __future__ import annotations
@@ -58,9 +62,21 @@ def feeder_cpu(channel: PipeChannel) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
+def busy_thread(stop: threading.Event) -> None:
+    """Hold the GIL as a busy Python thread does, until ``stop``."""
+    while not stop.is_set():
+        sum(i * i for i in range(1000))
+
+
+BUSY = threading.Event()  # set: run busy_thread beside each configuration
+
+
 def run(
     label: str, source: LocalSource, epochs: int, *, record_io: bool = False, gz: bool = False
 ) -> None:
+    stop = threading.Event()
+    if BUSY.is_set():
+        threading.Thread(target=busy_thread, args=(stop,), daemon=True).start()
     with tempfile.TemporaryDirectory() as data_dir:
         items = PipeItems.from_source(source, source.entries())
         channel = PipeChannel("train", Path(data_dir), items, record_io=record_io, gzip=gz)
@@ -68,6 +84,7 @@ def run(
             seconds = drain(channel, epochs)
             cpu = feeder_cpu(channel)
             written = channel.stats().bytes_written
+    stop.set()
     rate = written / MIB / seconds
     print(
         f"{label:<34} {written / MIB:9.0f} MiB {seconds:7.2f} s {rate:8.0f} MiB/s "
@@ -84,7 +101,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--small-count", type=int, default=20_000)
     parser.add_argument("--small-kib", type=int, default=4)
+    parser.add_argument("--busy", action="store_true", help="a busy Python thread beside")
     args = parser.parse_args()
+    if args.busy:
+        BUSY.set()
     if args.quick:
         args.files, args.size, args.epochs, args.small_count = 2, 16, 2, 2000
     small_label = f"{args.small_count} x {args.small_kib} KiB objects"

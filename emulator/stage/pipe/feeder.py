@@ -19,9 +19,10 @@ Layout and lifecycle of a ``PipeChannel``:
 
 Writing (emulator.stage.pipe.writer): blocking writes, small pieces gathered into writes of
 FLUSH_AT bytes, regular files of SPLICE_MIN bytes and more spliced (page-cache pages go into
-the pipe without passing through this process). The buffer is flushed before every item that
-must be opened through its Source (an S3 GET may be slow: the reader should not wait for bytes
-already at hand), but not before a local file, which opens in microseconds.
+the pipe without passing through this process); from HELPER_MIN bytes up by the channel's
+helper process (emulator.stage.pipe.splicer), which needs no GIL. The buffer is flushed
+before every item that must be opened through its Source (an S3 GET may be slow: the reader
+should not wait for bytes already at hand), but not before a local file (opened in microseconds).
 
 Regular files that need no gunzipping are sent by offset, not through a Python file object: a
 ``PipeItem.path`` (local ``-ref`` files) is opened with os.open and fstat'ed, and a Source
@@ -69,8 +70,10 @@ from emulator.stage.pipe.items import (
     regular_file,
 )
 from emulator.stage.pipe.recordio import RecordFramer, RecordLengthError, header, padding, parts
+from emulator.stage.pipe.splicer import LazySplicer
 from emulator.stage.pipe.writer import (
     OPEN_FLAGS,
+    SPLICE_STEP,
     Counters,
     FifoWriter,
     ReaderClosed,
@@ -246,20 +249,24 @@ class PipeChannel:
     # --- the feeder thread -----------------------------------------------------------------
 
     def _run(self) -> None:
+        splicer = LazySplicer(SPLICE_STEP)  # a helper process, started on the first big file
         try:
-            self._serve_epochs()
+            self._serve_epochs(splicer)
         except Stopped:
             pass
         except Exception as exc:
             self._remove_fifos()
             self._error = exc
             log.error("Pipe channel %s: feeding stopped: %s", self.name, exc)
+        finally:
+            splicer.close()
 
-    def _serve_epochs(self) -> None:
+    def _serve_epochs(self, splicer: LazySplicer) -> None:
         epoch = 0
         while (fd := self._open_for_writing(self.fifo_path(epoch))) is not None:
             try:
-                self._serve_epoch(FifoWriter(fd, self._stop, self._counters), epoch)
+                writer = FifoWriter(fd, self._stop, self._counters, splicer)
+                self._serve_epoch(writer, epoch)
             except Exception:
                 self._remove_fifos()  # before the close: the reader must find no next epoch
                 raise

@@ -13,6 +13,9 @@ does not touch is time the reader gets:
   cost more than the object (each write wakes the reader). Small files are read straight into
   that buffer with preadv, their RecordIO header packed in front and padding after: no bytes
   object, no copy, no fstat (a file that does not hold its listed size is left to the caller).
+- Files from HELPER_MIN bytes up are spliced by a helper process (emulator.stage.pipe.splicer),
+  when the channel gives one: a thread that needs the GIL back after every splice leaves the
+  reader idle whenever another thread holds it.
 - The pipe buffer is raised to /proc/sys/fs/pipe-max-size (at most PIPE_MAX): fewer wake-ups.
 
 Writes and splices block while the pipe is full: the kernel wakes the writer when the reader
@@ -34,9 +37,11 @@ import time
 from collections.abc import Iterator, Sequence
 
 from emulator.stage.pipe.recordio import ALIGNMENT, HEADER_SIZE, pack_header_into
+from emulator.stage.pipe.splicer import IN_FLIGHT, REQUEST, LazySplicer, Splicer, SplicerGone
 
 SPLICE_MIN = 128 * 1024  # local files at least this big are spliced into the FIFO
 SPLICE_STEP = 256 * 1024  # bytes per splice call (see the module docstring)
+HELPER_MIN = 8 * 1024 * 1024  # local files at least this big go to the splice helper
 FLUSH_AT = 256 * 1024  # the buffer of small pieces is written once it holds this much
 DIRECT_MIN = 64 * 1024  # pieces at least this big are written as they are, not buffered
 PIPE_MAX = 8 * 1024 * 1024  # the pipe buffer asked for, if the system allows that much
@@ -71,7 +76,13 @@ class FifoWriter:
     ReaderClosed when the reader closed its end. Call flush() at the end: pieces may wait in
     the buffer."""
 
-    def __init__(self, fd: int, stop: threading.Event, counters: Counters) -> None:
+    def __init__(
+        self,
+        fd: int,
+        stop: threading.Event,
+        counters: Counters,
+        splicer: LazySplicer | None = None,
+    ) -> None:
         os.set_blocking(fd, True)
         grow_pipe(fd)
         self._fd = fd
@@ -81,6 +92,7 @@ class FifoWriter:
         self._view = memoryview(self._buffer)
         self._used = 0  # bytes of the buffer waiting to be written
         self._splice = hasattr(os, "splice")  # False once the kernel refused it
+        self._splicer = splicer
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         size = len(data)
@@ -147,6 +159,12 @@ class FifoWriter:
             return self._append_file(fd, offset, count)
         self.flush()
         sent = 0
+        if count >= HELPER_MIN and self._splice and self._splicer is not None:
+            helper = self._splicer.get()
+            if helper is not None:
+                sent = self._send_by_helper(helper, fd, offset, count)
+                if sent == count or self._splice:  # all sent, or the file ended sooner
+                    return sent
         while sent < count:
             if self._stop.is_set():
                 raise Stopped
@@ -158,6 +176,41 @@ class FifoWriter:
             if not moved:
                 break
             sent += moved
+        return sent
+
+    def _send_by_helper(self, helper: Splicer, fd: int, offset: int, count: int) -> int:
+        """Splice by the helper, IN_FLIGHT requests queued; return the bytes sent. Clears
+        ``_splice`` when the kernel refuses splice before the first byte (the caller goes on
+        without it)."""
+        queued = sent = error = 0
+        short = False  # a request moved less than asked: the rest must move nothing
+        try:
+            while True:
+                while helper.busy < IN_FLIGHT and queued < count and not (short or error):
+                    if self._stop.is_set():
+                        raise Stopped
+                    want = min(REQUEST, count - queued)
+                    helper.submit(fd, self._fd, offset + queued, want)
+                    queued += want
+                if not helper.busy:
+                    break
+                asked, moved, failed = helper.collect()
+                if moved and (short or error):
+                    raise OSError(errno.EIO, "the splice helper moved bytes out of order")
+                sent += moved
+                self._counters.bytes_written += moved
+                short = short or moved < asked
+                error = error or failed
+        finally:
+            with contextlib.suppress(SplicerGone):
+                while helper.busy:  # stop() drains the FIFO, so these complete
+                    helper.collect()
+        if error == errno.EPIPE:
+            raise ReaderClosed
+        if error in _SPLICE_REFUSED and not sent:
+            self._splice = False
+        elif error:
+            raise OSError(error, os.strerror(error))
         return sent
 
     def _append_file(self, fd: int, offset: int, count: int) -> int:
