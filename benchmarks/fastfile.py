@@ -26,6 +26,7 @@ baseline"). Everything created is removed.
     .venv/bin/python benchmarks/fastfile.py            # default, about 4 minutes
     .venv/bin/python benchmarks/fastfile.py --quick    # tiny data, under a minute
     .venv/bin/python benchmarks/fastfile.py --only s3  # one group (ttfb, seq, s3; repeatable)
+    .venv/bin/python benchmarks/fastfile.py --only s3-full  # the S3 full-read row alone
 """
 
 from __future__ import annotations
@@ -376,7 +377,10 @@ def seaweedfs(root: Path) -> Iterator[S3Server]:
         weed.stop()
 
 
-def bench_s3(runner: Runner, root: Path, count: int, size: int, repeat: int) -> list[Row]:
+def bench_s3(
+    runner: Runner, root: Path, count: int, size: int, repeat: int, full_only: bool = False
+) -> list[Row]:
+    """``full_only``: just the job reading everything (``--only s3-full``)."""
     rows = []
     with seaweedfs(root) as server:
         bucket = server.new_bucket("bench")
@@ -388,8 +392,14 @@ def bench_s3(runner: Runner, root: Path, count: int, size: int, repeat: int) -> 
         say(f"  uploaded {count} x {size // MiB} MiB to SeaweedFS in {took:.1f} s")
         uri = f"s3://{bucket}/data/"
         name = f"ttfb s3 {count * size // MiB} MiB ({count} objects) vs 1 MiB"
-        rows.append(ttfb_row(runner, name, uri, f"s3://{bucket}/small/", repeat))
+        small = f"s3://{bucket}/small/"
+        if not full_only:
+            rows.append(ttfb_row(runner, name, uri, small, repeat))
+        else:  # warm-up (images, python...), as the ttfb row does otherwise
+            runner.job(small, "FastFile", Reading(first_only=True))
         for fraction, label in ((0.1, "first 10%"), (1.0, "everything")):
+            if full_only and fraction < 1:
+                continue
 
             def job(mode: str, fraction: float = fraction) -> Callable[[], float]:
                 def run() -> float:
@@ -428,7 +438,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny data sets (a smoke run)")
     parser.add_argument("--repeat", type=int, help="runs per side (default 3, quick 1)")
-    parser.add_argument("--only", choices=["ttfb", "seq", "s3"], action="append")
+    parser.add_argument("--only", choices=["ttfb", "seq", "s3", "s3-full"], action="append")
     args = parser.parse_args()
     sizes = QUICK if args.quick else DEFAULT
     repeat = args.repeat or (1 if args.quick else 3)
@@ -447,9 +457,11 @@ def main() -> None:
         if "seq" in only:
             say("sequential reads ...")
             rows += bench_seq(runner, root, sizes.seq_files, sizes.seq_file, repeat)
-        if "s3" in only:
+        if "s3" in only or "s3-full" in only:
             say("S3 (SeaweedFS) ...")
-            rows += bench_s3(runner, root, sizes.s3_objects, sizes.s3_object, repeat)
+            full_only = "s3" not in only
+            s3 = sizes.s3_objects, sizes.s3_object
+            rows += bench_s3(runner, root, *s3, repeat, full_only=full_only)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     if args.quick:  # fixed costs (mount, container start) dominate tiny data: judge nothing

@@ -520,6 +520,24 @@ def test_concurrent_reads_of_one_block_fetch_it_once(
     cache.close()
 
 
+def test_time_spent_waiting_for_fetches_is_counted(
+    counting: tuple[CountingSource, Entry, bytes],
+) -> None:
+    source, entry, data = counting
+    cache = BlockCache(source, block_size=4096, capacity_bytes=16 * 4096)
+    source.gate.clear()
+    reader = threading.Thread(target=cache.block, args=(0, entry, 2))
+    reader.start()
+    time.sleep(0.2)  # the reader is blocked on the gated fetch all this time
+    source.gate.set()
+    reader.join()
+    waited = cache.stats().waited_us
+    assert 200_000 <= waited < 10_000_000
+    assert cache.block(0, entry, 2) == data[2 * 4096 : 3 * 4096]  # a hit: no waiting
+    assert cache.stats().waited_us - waited < 100_000
+    cache.close()
+
+
 def test_sequential_reads_prefetch_a_growing_window(
     counting: tuple[CountingSource, Entry, bytes],
 ) -> None:

@@ -21,6 +21,7 @@ It is independent of FUSE so it can be tested in-process.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,12 +32,13 @@ from emulator.storage.base import Entry, Source
 
 MiB = 1024 * 1024
 DEFAULT_BLOCK_SIZE = 8 * MiB
-DEFAULT_CACHE_BYTES = 256 * MiB
-# Up to 64 MiB ahead of a sequential reader, 8 fetches in flight: S3 serves each connection
-# at a fraction of what the host can take (SeaweedFS benchmark: 4/4 read 512 MiB in ~1.6 s,
-# 8/8 in ~1.2 s). Two sequential readers fit the default budget with room to spare.
-DEFAULT_READAHEAD_BLOCKS = 8
-DEFAULT_FETCH_WORKERS = 8
+DEFAULT_CACHE_BYTES = 384 * MiB
+# Up to 128 MiB ahead of a sequential reader, 16 fetches in flight: as many ranges as File
+# mode downloads at once (EMULATOR_S3_MAX_CONCURRENCY's default), since S3 serves each
+# connection at a fraction of what the host can take (~100 MB/s on AWS). Two sequential
+# readers' windows fit the default budget with room to spare.
+DEFAULT_READAHEAD_BLOCKS = 16
+DEFAULT_FETCH_WORKERS = 16
 DEMOTE_LAG_BYTES = 8 * MiB  # > the kernel read-ahead window FastFile sets (4 MiB)
 # Read-ahead past the end of a file visits at most this many following files (empty ones
 # hold no block), so a run of empty files costs nothing per read.
@@ -54,6 +56,7 @@ class CacheStats:
     prefetches: int = 0  # fetches started by read-ahead
     hits: int = 0  # block found in the cache
     joins: int = 0  # block was being fetched already: waited for that fetch
+    waited_us: int = 0  # time readers spent waiting for blocks being fetched
     evictions: int = 0
     cached_blocks: int = 0
     cached_bytes: int = 0
@@ -120,9 +123,15 @@ class BlockCache:
                 future = self._pending[key] = Future()
             else:
                 self._stats.joins += 1
+        started = time.monotonic_ns()
         if owner:
             self._fill(key, entry, future)
-        return future.result()
+        try:
+            return future.result()
+        finally:
+            waited = (time.monotonic_ns() - started) // 1000
+            with self._lock:
+                self._stats.waited_us += waited
 
     def prefetch(self, file_id: int, entry: Entry, index: int) -> None:
         """Start fetching a block in the background unless it is cached or on its way."""

@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO, NoReturn
 
+from emulator.config import S3Settings
 from emulator.errors import EmulatorError, EnvironmentProblem
 from emulator.stage.fastfile.blockcache import BlockCache, ReadHandle
 from emulator.stage.fastfile.mounts import FSNAME
@@ -52,6 +53,11 @@ __all__ = ["FastFileOperations", "Tree", "build_tree", "main", "serve"]
 
 FILE_BLKSIZE = 1024 * 1024  # st_blksize: sets the buffer size of buffered readers (Python io)
 ATTR_TIMEOUT_SECONDS = 86400.0  # the view never changes while mounted
+# glibc mallopt parameters (malloc.h) and the values the server sets (``_keep_freed_memory``).
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -2, -3, -8
+_MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's maximum: blocks (8 MiB) come from the heap
+_TRIM_THRESHOLD = 1024 * 1024 * 1024  # freed blocks stay mapped for the next ones
+_ARENA_MAX = 2
 
 log = logging.getLogger("emulator.fastfile")
 
@@ -230,6 +236,23 @@ class FastFileOperations:
         return f"{parent.rstrip('/')}/{name}"
 
 
+def _keep_freed_memory() -> None:
+    """Make glibc reuse the memory of evicted blocks instead of giving it back to the kernel.
+
+    By default every fetched 8 MiB block (and libfuse's 1 MiB reply buffer per read) is a
+    fresh mmap whose pages fault in one by one as the bytes arrive, then is unmapped when
+    evicted: about 150,000 page faults per GiB read (a profile of a sequential read on
+    SeaweedFS: a sixth of the server's CPU time on 2 cores). Blocks served from the heap,
+    kept after free and shared by few arenas, fault in once, while the cache fills; the
+    process never holds more than its cache budget and the fetches in flight anyway."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: the defaults stay
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+        libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+        libc.mallopt(_M_TOP_PAD, 64 * 1024 * 1024)
+        libc.mallopt(_M_ARENA_MAX, _ARENA_MAX)
+
+
 def _report(stream: IO[bytes], report: Report) -> None:
     stream.write(encode_report(report))
     stream.flush()
@@ -293,15 +316,25 @@ def _open_source(config: MountConfig) -> Source:
     return open_source(config.data_source, config.s3_settings)
 
 
+def _fetch_workers(config: MountConfig, source: Source) -> int:
+    """No more ranged GETs at once than the S3 client keeps connections for (its pool is
+    EMULATOR_S3_MAX_CONCURRENCY + 8): more would open and drop a connection per fetch."""
+    if not isinstance(source, _DeferredSource):
+        return config.fetch_workers
+    settings = config.s3_settings or S3Settings.from_environ()
+    return max(1, min(config.fetch_workers, settings.max_concurrency + 8))
+
+
 def serve(config: MountConfig, out: IO[bytes]) -> int:
     """Mount and serve until unmounted (the lifeline closed, SIGTERM, fusermount3 -u);
     report ``Ready`` on ``out`` once the kernel has mounted the file system."""
+    source = _open_source(config)
     cache = BlockCache(
-        _open_source(config),
+        source,
         block_size=config.block_size,
         capacity_bytes=config.cache_bytes,
         readahead_blocks=config.readahead_blocks,
-        fetch_workers=config.fetch_workers,
+        fetch_workers=_fetch_workers(config, source),
     )
     # Import boto3 and make the S3 client (~0.3 s together) while the kernel mounts the file
     # system and the container starts, not on its first read.
@@ -347,6 +380,7 @@ def serve(config: MountConfig, out: IO[bytes]) -> int:
 def main() -> NoReturn:
     """Entry point of the file system process (see the module docstring)."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s fastfile %(message)s")
+    _keep_freed_memory()
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # stdout is the protocol channel: keep stray prints off it
     try:
