@@ -62,9 +62,14 @@ RESOLVE = """
 me=$(hostname); out=/opt/ml/model/$me; mkdir -p $out
 cp /opt/ml/input/config/resourceconfig.json $out/
 for h in algo-1 algo-2 algo-3; do
-  if ping -c 1 -w 10 $h > $out/ping-$h 2>&1; then echo ok > $out/reach-$h; fi
+  for try in 1 2 3 4 5 6 7 8 9 10; do
+    if ping -c 1 -W 1 $h > $out/ping-$h 2>&1; then echo ok > $out/reach-$h; break; fi
+  done
 done
+sleep 3
 """
+# Hosts start at once, not in order: a peer may not run yet (its ping is retried), and one done
+# with its pings stays up a moment so that a later starter reaches it too.
 
 
 def test_every_host_resolves_and_reaches_every_other_from_its_first_instant(
