@@ -26,6 +26,7 @@ containers and the network are removed.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -35,6 +36,9 @@ from emulator.errors import EmulatorError
 from emulator.run.parallel import Attempt, Background, at_once, first_error
 
 WATCH_JOIN_SECONDS = 30.0  # a watcher ends when its container is removed; never wait forever
+# A watched host is inspected only once its watcher saw it exit, and this often meanwhile (a
+# safety net): the supervisor's 0.1 s ticks then cost no engine call.
+WATCHED_CHECK_SECONDS = 1.0
 # Each watcher holds an engine connection while its host runs (DockerEngine.POOL_SIZE).
 WATCHED_HOSTS = 16
 
@@ -100,20 +104,29 @@ class JobHosts:
         """Start every container at once; the hosts for the supervisor (``started_hosts``).
         Each started container gets a watcher that wakes ``sleep`` when it exits."""
         attempts = at_once([container.start for container in containers], "start")
+        watches: dict[str, threading.Event] = {}
         if len(containers) <= WATCHED_HOSTS:  # beyond: the supervisor's polls see the exits
             for container, one in zip(containers, attempts, strict=True):
                 if one.error is None:
-                    self._watch(container)
-        return started_hosts(containers, attempts)
+                    watches[container.host] = self._watch(container)
+        return started_hosts(containers, attempts, watches)
 
-    def _watch(self, container: Container) -> None:
+    def _watch(self, container: Container) -> threading.Event:
+        """A thread that waits for ``container``'s exit; the event is set once the wait has
+        returned (the exit, the container's removal or an engine failure: inspect then)."""
+        ended = threading.Event()
+
         def watch() -> None:
-            self.engine.wait_for_exit(container)
-            self._exited.set()
+            try:
+                self.engine.wait_for_exit(container)
+            finally:
+                ended.set()
+                self._exited.set()
 
         watcher = threading.Thread(target=watch, name=f"exit-{container.host}", daemon=True)
         watcher.start()
         self._watchers.append(watcher)
+        return ended
 
     def sleep(self, seconds: float) -> None:
         """The supervisor's pause between two looks at the hosts: ``seconds``, or less when a
@@ -201,9 +214,16 @@ class StartedHost:
     """A host as the supervisor drives it (``run.supervisor.Host``), whose container was
     started with the others: ``start`` reports how that went."""
 
-    def __init__(self, container: Container, attempt: Attempt[None]) -> None:
+    def __init__(
+        self,
+        container: Container,
+        attempt: Attempt[None],
+        watch_ended: threading.Event | None = None,
+    ) -> None:
         self.container = container
         self._attempt = attempt
+        self._watch_ended = watch_ended  # None: not watched, inspected at every poll
+        self._next_check = 0.0
 
     @property
     def host(self) -> str:
@@ -217,6 +237,11 @@ class StartedHost:
         self._attempt.get()  # StartFailed (or an engine problem) as the start raised it
 
     def exited(self) -> Exit | None:
+        if self._watch_ended is not None and not self._watch_ended.is_set():
+            now = time.monotonic()
+            if now < self._next_check:
+                return None  # still running: its watcher has not seen an exit
+            self._next_check = now + WATCHED_CHECK_SECONDS
         return self.container.exited()
 
     def signal(self, signal_name: str) -> None:
@@ -227,10 +252,15 @@ class StartedHost:
 
 
 def started_hosts(
-    containers: Sequence[Container], attempts: Sequence[Attempt[None]]
+    containers: Sequence[Container],
+    attempts: Sequence[Attempt[None]],
+    watches: dict[str, threading.Event] | None = None,
 ) -> list[StartedHost]:
     """The hosts that started (in host order), then those that could not: the supervisor
     starts them in that order, so when it meets the first that could not start it knows every
     host that runs, and stops them as the completion rule says."""
-    hosts = [StartedHost(c, a) for c, a in zip(containers, attempts, strict=True)]
+    watches = watches or {}
+    hosts = [
+        StartedHost(c, a, watches.get(c.host)) for c, a in zip(containers, attempts, strict=True)
+    ]
     return [h for h in hosts if h.started] + [h for h in hosts if not h.started]
