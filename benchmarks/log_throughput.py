@@ -5,7 +5,7 @@ under a bare ``docker run``, measured in the same run.
 
 The container (python image) prints N lines (default 1,000,000) as a training loop does: one
 ``step=<i> train_loss=<x>`` line per step and, every 100 steps, a validation line with four
-more metrics. The job has 10 MetricDefinitions (6 match those lines, 4 never match), so every
+more metrics. The job has 10 MetricDefinitions (5 match those lines, 5 never match), so every
 step line gives a metric point: about 1.04 points per line, all of them stored.
 
     emulator    the job through the Python API (``run_training_job``), its log sink writing
