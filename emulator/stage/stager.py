@@ -20,6 +20,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from emulator.config import S3Settings
 from emulator.engine import Mount
@@ -28,11 +29,16 @@ from emulator.plan.channels import plan_data_source
 from emulator.plan.layout import CONTAINER_ML, HostLayout, make_writable
 from emulator.progress import Progress
 from emulator.request.spec import ChannelSpec, JobSpec
-from emulator.stage.fastfile import FastFileMount, LocalViews, check_fuse_available
-from emulator.stage.pipe.feeder import PipeChannel
-from emulator.stage.pipe.items import PipeItems, Shard
 from emulator.storage import Entry, Source, open_source
 from emulator.storage.local import LocalSource, Skipped, describe_skipped
+
+if TYPE_CHECKING:
+    from emulator.stage.fastfile import LocalViews
+    from emulator.stage.pipe.feeder import PipeChannel
+    from emulator.stage.pipe.items import PipeItems, Shard
+
+# The Pipe and FastFile machinery is imported by the channels that use it: a job without
+# such channels (and `emulator run`'s start) never pays for it.
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,8 @@ def resolve_channels(
 
     ``settings`` reach S3 (None: from the environment)."""
     if any(channel.input_mode == "FastFile" for channel in spec.channels):
+        from emulator.stage.fastfile import check_fuse_available
+
         check_fuse_available()
     return {channel.name: _resolve(spec, channel, settings) for channel in spec.channels}
 
@@ -69,6 +77,8 @@ def _resolve(spec: JobSpec, channel: ChannelSpec, settings: S3Settings | None) -
                 f"Channel {channel.name!r}: the emulator streams AugmentedManifestFile channels "
                 "in Pipe mode only; set the channel's InputMode to Pipe"
             )
+        from emulator.stage.pipe.items import PipeItems
+
         plan = plan_data_source([], channel.source, hosts)
         items = {
             host: PipeItems.from_augmented_manifest(
@@ -86,6 +96,8 @@ def _resolve(spec: JobSpec, channel: ChannelSpec, settings: S3Settings | None) -
     plan = plan_data_source(entries, channel.source, hosts)
     items = {}
     if channel.input_mode == "Pipe":
+        from emulator.stage.pipe.items import PipeItems
+
         # Pipe shards after each epoch's shuffle (an object may go to another host next epoch,
         # as SageMaker documents for ShuffleConfig with ShardedByS3Key).
         items = {
@@ -104,6 +116,8 @@ def _resolve(spec: JobSpec, channel: ChannelSpec, settings: S3Settings | None) -
 def _shard(channel: ChannelSpec, hosts: list[str], host: str) -> Shard | None:
     if channel.source.distribution != "ShardedByS3Key":
         return None
+    from emulator.stage.pipe.items import Shard
+
     return Shard(hosts.index(host), len(hosts))
 
 
@@ -125,9 +139,10 @@ class ChannelStager:
         self.notice = notice
         self._feeders: list[tuple[str, PipeChannel]] = []
         self._resources = ExitStack()
-        # Local FastFile directories shown as they are; checked for changes last, on exit.
-        self._local_views = LocalViews(notice)
-        self._resources.callback(self._local_views.check_unchanged)
+        # Local FastFile directories shown as they are (made with the first FastFile channel);
+        # checked for changes last, on exit.
+        self._local_views: LocalViews | None = None
+        self._resources.callback(self._check_local_views)
         for resolved in channels.values():
             if resolved.skipped:
                 notice(
@@ -179,7 +194,13 @@ class ChannelStager:
             self.progress.finish()
         make_writable(destination)
 
+    def _check_local_views(self) -> None:
+        if self._local_views is not None:
+            self._local_views.check_unchanged()
+
     def _stage_pipe(self, resolved: ResolvedChannel, layout: HostLayout) -> None:
+        from emulator.stage.pipe.feeder import PipeChannel
+
         spool = self.work_dir / "spool" / layout.host.name
         spool.mkdir(parents=True, exist_ok=True)
         items = resolved.pipe_items[layout.host.name]
@@ -190,8 +211,12 @@ class ChannelStager:
     def _stage_fastfile(
         self, resolved: ResolvedChannel, entries: list[Entry], layout: HostLayout
     ) -> Mount:
+        from emulator.stage.fastfile import FastFileMount, LocalViews
+
         name = resolved.channel.name
         target = f"{CONTAINER_ML}/input/data/{name}"
+        if self._local_views is None:
+            self._local_views = LocalViews(self.notice)
         # A local directory that is exactly the listing: bind-mounted as it is, no FUSE
         # (fastfile/localview.py says when).
         direct = self._local_views.directory(
