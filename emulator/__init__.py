@@ -7,7 +7,8 @@
 The verbs are those of ``emulator.api``, the CLI's twin: ``run_training_job`` (that is
 ``api.run``; ``emulator.run`` is the package that runs jobs, hence the longer name here),
 ``create_training_job`` (``api.create``: registered at once, run later, as the server does),
-``validate``, ``describe``, ``list_jobs``, ``stop``, ``prune``, ``logs`` and the tag verbs.
+``validate``, ``describe``, ``list_jobs``, ``stop``, ``prune``, ``logs`` and the tag verbs;
+``submit_training_job`` (``api.submit``: the same request sent to SageMaker, ``SubmitOptions``).
 
 The heavy parts (the job runner, validation, the store) are imported on first use: processes
 that need one submodule only, such as the FastFile file system process, do not pay for docker,
@@ -42,11 +43,13 @@ if TYPE_CHECKING:
     )
     from emulator.api import create as create_training_job
     from emulator.api import run as run_training_job
+    from emulator.api import submit as submit_training_job
     from emulator.config import S3Settings
     from emulator.progress import Progress
     from emulator.request.spec import JobSpec
     from emulator.request.validation import parse_request, validate_request
     from emulator.run.options import RunOptions
+    from emulator.submit.options import SubmitOptions, SubmitResult
 
 __all__ = [
     "EmulatorError",
@@ -59,6 +62,8 @@ __all__ = [
     "RunOptions",
     "S3Settings",
     "SourceError",
+    "SubmitOptions",
+    "SubmitResult",
     "add_tags",
     "create_training_job",
     "delete_tags",
@@ -70,6 +75,7 @@ __all__ = [
     "prune",
     "run_training_job",
     "stop",
+    "submit_training_job",
     "validate",
     "validate_request",
 ]
@@ -79,6 +85,8 @@ _LAZY = {
     "Progress": "emulator.progress",
     "RunOptions": "emulator.run.options",
     "S3Settings": "emulator.config",
+    "SubmitOptions": "emulator.submit.options",
+    "SubmitResult": "emulator.submit.options",
     "add_tags": "emulator.api",
     "create_training_job": "emulator.api",
     "delete_tags": "emulator.api",
@@ -90,11 +98,16 @@ _LAZY = {
     "prune": "emulator.api",
     "run_training_job": "emulator.api",
     "stop": "emulator.api",
+    "submit_training_job": "emulator.api",
     "validate": "emulator.api",
     "validate_request": "emulator.request.validation",
 }
 
-_RENAMED = {"run_training_job": "run", "create_training_job": "create"}
+_RENAMED = {
+    "run_training_job": "run",
+    "create_training_job": "create",
+    "submit_training_job": "submit",
+}
 
 
 def __getattr__(name: str) -> Any:

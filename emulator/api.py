@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from emulator.request.spec import JobSpec
     from emulator.run.job import TrainingJob
     from emulator.run.options import RunOptions
+    from emulator.submit.options import SubmitOptions, SubmitResult
 
 # The job runner (docker, boto3), the validator (botocore's model) and prune (docker) are
 # imported by the verbs that use them: `emulator list` or `--version` never pays for them.
@@ -36,6 +37,7 @@ __all__ = [
     "prune",
     "run",
     "stop",
+    "submit",
     "validate",
 ]
 
@@ -62,6 +64,20 @@ def create(request: dict[str, Any] | JobSpec, options: RunOptions | None = None)
     from emulator.run.job import register_training_job
 
     return register_training_job(request, options)
+
+
+def submit(request: dict[str, Any], options: SubmitOptions | None = None) -> SubmitResult:
+    """Send a CreateTrainingJob request to SageMaker, as ``run`` would run it locally.
+
+    Validated with ``run``'s rules; what runs only locally is refused (SubmitRefused) before
+    anything is uploaded; local data is uploaded under ``options.staging`` (content-addressed)
+    and the request rewritten; with ``options.wait`` the job is followed to its end (status
+    transitions and log lines to ``options.notice`` / ``options.log_sink``) and its last
+    Describe record returned in the result. ``options.dry_run`` uploads and sends nothing."""
+    from emulator.submit.job import submit_job
+    from emulator.submit.options import SubmitOptions
+
+    return submit_job(request, options or SubmitOptions())
 
 
 def validate(request: object) -> list[str]:

@@ -21,6 +21,7 @@ import click
 from emulator import api
 from emulator.cli.flags import machine_options, pairs, request_options, run_options, s3_options
 from emulator.cli.serve import serve
+from emulator.cli.submit import submit
 from emulator.config import default_home
 from emulator.errors import EmulatorError, RequestInvalid
 from emulator.request.build import Overrides, build_request, load_request
@@ -305,6 +306,7 @@ def prune() -> None:
 
 
 main.add_command(serve)
+main.add_command(submit)
 
 if __name__ == "__main__":
     main()

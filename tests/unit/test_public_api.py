@@ -31,6 +31,8 @@ PUBLIC = [
     "RunOptions",
     "S3Settings",
     "SourceError",
+    "SubmitOptions",
+    "SubmitResult",
     "add_tags",
     "create_training_job",
     "delete_tags",
@@ -42,6 +44,7 @@ PUBLIC = [
     "prune",
     "run_training_job",
     "stop",
+    "submit_training_job",
     "validate",
     "validate_request",
 ]
@@ -54,7 +57,8 @@ def test_the_public_names_are_pinned() -> None:
     assert emulator.S3Settings is S3Settings
     assert emulator.run_training_job is api.run
     assert emulator.create_training_job is api.create
-    assert set(api.__all__) - {"run", "create"} <= set(PUBLIC)
+    assert emulator.submit_training_job is api.submit
+    assert set(api.__all__) - {"run", "create", "submit"} <= set(PUBLIC)
 
 
 def test_importing_the_package_stays_light() -> None:
