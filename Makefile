@@ -43,8 +43,10 @@ sdk-venvs: venv
 demo: images
 	cd examples/demo && ../../$(BIN)/emulator run --replace request.json
 
+# --emulator-require-engine: a test using the pytest plugin's fixtures errors, never skips,
+# when the engine is missing (CI runs `make test`).
 test: images
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q --emulator-require-engine tests
 
 test-fast: venv
 	$(BIN)/pytest -q tests/unit

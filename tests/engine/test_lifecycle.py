@@ -16,6 +16,7 @@ import pytest
 
 from emulator.errors import EnvironmentProblem, SourceError
 from emulator.state.store import JobStore
+from emulator.testing import EmulatorRunner
 from tests.fixtures.cli import EMULATOR, probe_env, start_cli_job, wait_for_status
 from tests.fixtures.jobs import PROBE, JobRunner, channel
 
@@ -55,32 +56,24 @@ def test_the_failure_reason_keeps_the_first_1024_characters(jobs: JobRunner) -> 
     assert len(record["FailureReason"]) <= 1024
 
 
-def test_metric_definitions_read_stdout_and_stderr_line_by_line(jobs: JobRunner) -> None:
-    request = jobs.request(
-        AlgorithmSpecification={
-            "TrainingImage": PROBE,
-            "TrainingInputMode": "File",
-            "MetricDefinitions": [
-                {"Name": "train:loss", "Regex": "loss=([0-9.]+)"},
-                {"Name": "accuracy", "Regex": "acc=(\\S+)"},
-                {"Name": "never", "Regex": "never=([0-9]+)"},
-            ],
+def test_metric_definitions_read_stdout_and_stderr_line_by_line(
+    emulator: EmulatorRunner, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = emulator.run(
+        image=PROBE,
+        metrics={
+            "train:loss": "loss=([0-9.]+)",
+            "accuracy": "acc=(\\S+)",
+            "never": "never=([0-9]+)",
         },
-        Environment=probe_env(stdout="loss=0.5\\nloss=0.25 acc=oops", stderr="acc=0.91"),
+        environment=probe_env(stdout="loss=0.5\\nloss=0.25 acc=oops", stderr="acc=0.91"),
     )
-    record = jobs.run(request)
-    final = {m["MetricName"]: m["Value"] for m in record["FinalMetricDataList"]}
-    assert final == {"train:loss": 0.25, "accuracy": 0.91}
-    assert all("Timestamp" in m for m in record["FinalMetricDataList"])
-    series = JobStore(jobs.home).metrics(request["TrainingJobName"])
-    assert [(p.name, p.value) for p in series if p.name == "train:loss"] == [
-        ("train:loss", 0.5),
-        ("train:loss", 0.25),
-    ]
-    # Logs streamed live and kept in the state store.
-    assert ("algo-1", "acc=0.91") in jobs.logs
-    log = JobStore(jobs.home).log_path(request["TrainingJobName"], "algo-1").read_text()
-    assert "loss=0.25 acc=oops" in log
+    assert result.metrics == {"train:loss": 0.25, "accuracy": 0.91}
+    assert all("Timestamp" in m for m in result.record["FinalMetricDataList"])
+    assert result.series["train:loss"] == [0.5, 0.25]
+    # Logs streamed live (the plugin echoes them to the test's stdout) and kept in the store.
+    assert "acc=0.91\n" in capsys.readouterr().out
+    assert "loss=0.25 acc=oops" in result.logs("algo-1")
 
 
 def test_max_runtime_sends_sigterm_and_keeps_what_the_job_saved(jobs: JobRunner) -> None:
