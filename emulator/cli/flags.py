@@ -46,7 +46,9 @@ def request_options(function: F) -> F:
     """Flags that build a CreateTrainingJob request, or override members of one."""
     return _apply(
         [
-            click.option("--image", help="TrainingImage (must be present locally; never pulled)."),
+            click.option(
+                "--image", help="TrainingImage (run: must be present locally; never pulled)."
+            ),
             click.option(
                 "--entrypoint", multiple=True, help="ContainerEntrypoint item (repeatable)."
             ),
@@ -126,7 +128,7 @@ def s3_options(function: F) -> F:
                 metavar="URL",
                 help="S3-compatible server to use instead of AWS (default: AWS_ENDPOINT_URL_S3).",
             ),
-            click.option("--profile", help="AWS profile for S3 access (default: AWS_PROFILE)."),
+            click.option("--profile", help="AWS profile (default: AWS_PROFILE)."),
             click.option(
                 "--region", help="AWS region: S3 client, job ARN and the container's AWS_REGION."
             ),

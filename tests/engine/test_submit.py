@@ -11,6 +11,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import pty
+import select
 import signal
 import subprocess
 import tarfile
@@ -338,6 +341,76 @@ def test_no_wait_prints_the_name_and_arn(cli: Cli, serve_s3_env: Served) -> None
     printed_name, arn = result.stdout.strip().split("\t")
     assert printed_name == name and arn.endswith(f":training-job/{name}")
     assert "probe:" not in result.stdout
+
+
+def wait_until_training(name: str) -> None:
+    client = boto3.session.Session().client("sagemaker")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            record = client.describe_training_job(TrainingJobName=name)
+        except ClientError:  # ValidationException until it exists, as in SageMaker
+            record = {}
+        if record.get("SecondaryStatus") == "Training":
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{name} never reached Training")
+
+
+def read_until(fd: int, text: str, seconds: float) -> str:
+    """What the terminal shows, read until ``text`` appears (or the time is up)."""
+    seen = b""
+    deadline = time.monotonic() + seconds
+    while text.encode() not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                seen += os.read(fd, 65536)
+            except OSError:  # the process closed the terminal
+                break
+    return seen.decode(errors="replace")
+
+
+def test_ctrl_c_at_a_terminal_asks_and_stops_the_remote_job(
+    tmp_path: Path, serve_s3_env: Served
+) -> None:
+    name = unique_name("asked")
+    bucket = unique_name("asked")
+    boto3.session.Session().client("s3").create_bucket(Bucket=bucket)
+    command = [
+        *EMULATOR,
+        *("submit", "--image", PROBE, "--job-name", name, "--role", ROLE),
+        *("--env", "PROBE_SLEEP=60", "--output", f"s3://{bucket}/out"),
+        *("--poll-interval", "0.5"),
+    ]
+    environ = serve_s3_env.client_environ(EMULATOR_HOME=str(tmp_path / "home"))
+    terminal, user_side = pty.openpty()
+    process = subprocess.Popen(
+        command,
+        env=environ,
+        stdin=user_side,
+        stdout=user_side,
+        stderr=user_side,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    os.close(user_side)
+    try:
+        wait_until_training(name)
+        time.sleep(1)
+        process.send_signal(signal.SIGINT)  # what Ctrl-C at the terminal sends
+        shown = read_until(terminal, "Stop the remote training job", 30)
+        assert f"Stop the remote training job {name}" in shown, shown
+        os.write(terminal, b"y\n")
+        shown += read_until(terminal, "Stopped", 60)
+        assert process.wait(timeout=60) == 130, shown
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(terminal)
+    assert "Traceback" not in shown
+    client = boto3.session.Session().client("sagemaker")
+    assert client.describe_training_job(TrainingJobName=name)["TrainingJobStatus"] == "Stopped"
 
 
 def test_ctrl_c_without_a_terminal_leaves_the_job_running(
