@@ -7,8 +7,11 @@
 The verbs are those of ``emulator.api``, the CLI's twin: ``run_training_job`` (that is
 ``api.run``; ``emulator.run`` is the package that runs jobs, hence the longer name here),
 ``create_training_job`` (``api.create``: registered at once, run later, as the server does),
-``validate``, ``describe``, ``list_jobs``, ``stop``, ``prune``, ``logs`` and the tag verbs;
-``submit_training_job`` (``api.submit``: the same request sent to SageMaker, ``SubmitOptions``).
+``validate``, ``describe``, ``list_jobs``, ``stop``, ``prune``, ``logs`` (``follow=True``
+follows a running job), ``exec_in_job`` (a command in a running host) and the tag verbs;
+``submit_training_job`` (``api.submit``: the same request sent to SageMaker, ``SubmitOptions``);
+``kept_jobs``, ``shell`` and ``remove_kept`` for jobs run with ``RunOptions(keep=True)``;
+``metrics`` (every point, system metrics too) and ``resource_use`` (peaks against instance types).
 
 The heavy parts (the job runner, validation, the store) are imported on first use: processes
 that need one submodule only, such as the FastFile file system process, do not pay for docker,
@@ -34,10 +37,16 @@ if TYPE_CHECKING:
         add_tags,
         delete_tags,
         describe,
+        exec_in_job,
+        kept_jobs,
         list_jobs,
         list_tags,
         logs,
+        metrics,
         prune,
+        remove_kept,
+        resource_use,
+        shell,
         stop,
         validate,
     )
@@ -48,7 +57,7 @@ if TYPE_CHECKING:
     from emulator.progress import Progress
     from emulator.request.spec import JobSpec
     from emulator.request.validation import parse_request, validate_request
-    from emulator.run.options import RunOptions
+    from emulator.run.options import PublishedPort, RunOptions
     from emulator.submit.options import SubmitOptions, SubmitResult
 
 __all__ = [
@@ -58,6 +67,7 @@ __all__ = [
     "JobNotFound",
     "JobSpec",
     "Progress",
+    "PublishedPort",
     "RequestInvalid",
     "RunOptions",
     "S3Settings",
@@ -68,12 +78,18 @@ __all__ = [
     "create_training_job",
     "delete_tags",
     "describe",
+    "exec_in_job",
+    "kept_jobs",
     "list_jobs",
     "list_tags",
     "logs",
+    "metrics",
     "parse_request",
     "prune",
+    "remove_kept",
+    "resource_use",
     "run_training_job",
+    "shell",
     "stop",
     "submit_training_job",
     "validate",
@@ -83,6 +99,7 @@ __all__ = [
 _LAZY = {
     "JobSpec": "emulator.request.spec",
     "Progress": "emulator.progress",
+    "PublishedPort": "emulator.run.options",
     "RunOptions": "emulator.run.options",
     "S3Settings": "emulator.config",
     "SubmitOptions": "emulator.submit.options",
@@ -91,12 +108,18 @@ _LAZY = {
     "create_training_job": "emulator.api",
     "delete_tags": "emulator.api",
     "describe": "emulator.api",
+    "exec_in_job": "emulator.api",
+    "kept_jobs": "emulator.api",
     "list_jobs": "emulator.api",
     "list_tags": "emulator.api",
     "logs": "emulator.api",
+    "metrics": "emulator.api",
     "parse_request": "emulator.request.validation",
     "prune": "emulator.api",
+    "remove_kept": "emulator.api",
+    "resource_use": "emulator.api",
     "run_training_job": "emulator.api",
+    "shell": "emulator.api",
     "stop": "emulator.api",
     "submit_training_job": "emulator.api",
     "validate": "emulator.api",

@@ -7,7 +7,7 @@ dir) and raises the ``EmulatorError`` family for what the user must fix.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +16,7 @@ from emulator.state.store import JobStore, process_alive
 from emulator.state.tags import JobTags
 
 if TYPE_CHECKING:
+    from emulator.observe.resources import MetricSample, ResourceUse
     from emulator.request.spec import JobSpec
     from emulator.run.job import TrainingJob
     from emulator.run.options import RunOptions
@@ -31,11 +32,17 @@ __all__ = [
     "create",
     "delete_tags",
     "describe",
+    "exec_in_job",
+    "kept_jobs",
     "list_jobs",
     "list_tags",
     "logs",
+    "metrics",
     "prune",
+    "remove_kept",
+    "resource_use",
     "run",
+    "shell",
     "stop",
     "submit",
     "validate",
@@ -114,20 +121,68 @@ def stop(name: str, *, home: Path | None = None) -> None:
     store.request_stop(name)
 
 
-def prune(*, home: Path | None = None) -> list[str]:
+def prune(*, kept: bool = False, home: Path | None = None) -> list[str]:
     """Remove what dead emulator runs left behind (containers, networks, work dirs, FastFile
     mounts and their processes) and record their jobs Failed; return what was removed. Live
-    emulators' resources are never touched."""
+    emulators' resources are never touched, nor what jobs run with --keep kept.
+
+    With ``kept``: remove instead every kept job's containers and work dir (``remove_kept``
+    for each; one still running is left alone and named on stderr)."""
+    if kept:
+        from emulator.cleanup.kept import prune_kept
+
+        return prune_kept(JobStore(home))
     from emulator.cleanup.prune import prune_leftovers
 
     return prune_leftovers(JobStore(home))
 
 
-def logs(name: str, *, host: str | None = None, home: Path | None = None) -> Iterator[str]:
+def kept_jobs(*, home: Path | None = None) -> dict[str, Path]:
+    """The jobs run with --keep whose containers and work dir are still there: job name ->
+    work dir (every host's /opt/ml tree below it), oldest first."""
+    return JobStore(home).kept_jobs()
+
+
+def shell(name: str, *, host: str | None = None, home: Path | None = None) -> int:
+    """An interactive shell (bash, else sh) in a NEW container of kept job ``name``'s image,
+    with ``host``'s (default: the first host's) /opt/ml tree from the kept work dir and the
+    environment its kept container had, on this process's terminal (a TTY when stdin is one,
+    else the commands piped in); the container is removed when the shell exits. Returns the
+    shell's exit status. A job not run with --keep is refused (EmulatorError)."""
+    from emulator.run.postmortem import open_shell
+
+    return open_shell(JobStore(home), name, host)
+
+
+def remove_kept(name: str, *, home: Path | None = None) -> list[str]:
+    """Remove what kept job ``name`` holds (its containers, its work dir, root-owned files
+    included) and clear its kept flag; return what was removed. The job's record, logs and
+    metrics stay: they are its history. Refused while it runs or a shell is open in it."""
+    from emulator.cleanup.kept import remove_kept as remove
+
+    return remove(JobStore(home), name)
+
+
+def logs(
+    name: str, *, host: str | None = None, follow: bool = False, home: Path | None = None
+) -> Iterator[str]:
     """The lines a job's containers wrote, host by host (only ``host`` when given), each
-    prefixed ``[algo-N] `` when the job has several hosts."""
+    prefixed ``[algo-N] `` when the job has several hosts.
+
+    With ``follow``, from any process: the lines there, then each host's new lines as the
+    running job writes them (hosts interleaved as their lines arrive), until the job has
+    ended and its last lines are given (at once for a job not running)."""
     store = JobStore(home)
     store.get(name)  # JobNotFound for a job the store does not know
+    if follow:
+        from emulator.observe.follow import follow_logs, record_hosts
+
+        every = record_hosts(store, name)
+        if host is not None and host not in every:
+            raise EmulatorError(f"Training job {name!r} has no host {host!r} (it has {every})")
+        chosen = [host] if host is not None else every
+        yield from follow_logs(store, name, chosen, prefix=len(every) > 1)
+        return
     hosts = _hosts_with_logs(store, name)
     if host is not None and host not in hosts:
         raise EmulatorError(f"Training job {name!r} has no host {host!r} (it has {hosts})")
@@ -137,6 +192,42 @@ def logs(name: str, *, host: str | None = None, home: Path | None = None) -> Ite
         with open(path, encoding="utf-8", errors="replace", newline="\n") as lines:
             for line in lines:
                 yield prefix + line.rstrip("\n")
+
+
+def exec_in_job(
+    name: str, command: Sequence[str], *, host: str | None = None, home: Path | None = None
+) -> int:
+    """Run ``command`` in ``host``'s (default: algo-1) container of running job ``name``, on
+    this process's terminal (``docker exec -i``, ``-t`` when stdin is a terminal); return its
+    exit status. A job (or host) not running is refused (EmulatorError), saying so."""
+    from emulator.run.jobexec import exec_in_job as run_in
+
+    return run_in(JobStore(home), name, command, host)
+
+
+def metrics(name: str, *, host: str | None = None, home: Path | None = None) -> list[MetricSample]:
+    """Every point of every metric of the job, by time: its MetricDefinitions points and the
+    system metrics sampled while it ran (``system/memory_bytes``, ``system/cpu_percent``;
+    ``MetricSample.system`` tells them apart); only ``host``'s when given."""
+    from emulator.observe.resources import job_hosts, metric_samples
+
+    store = JobStore(home)
+    record = store.get(name)
+    if host is not None:
+        hosts = [known for known, _ in job_hosts(record)]
+        if host not in hosts:
+            raise EmulatorError(f"Training job {name!r} has no host {host!r} (it has {hosts})")
+    samples = metric_samples(store.metrics(name), store.system_metrics(name))
+    return [sample for sample in samples if host is None or sample.host == host]
+
+
+def resource_use(name: str, *, home: Path | None = None) -> ResourceUse:
+    """Each host's peak memory and CPU against its instance type's memory and vCPUs, with a
+    warning for each host that would not fit there (``ResourceUse.warnings``)."""
+    from emulator.observe.resources import resource_use as use_of
+
+    store = JobStore(home)
+    return use_of(store.get(name), store.system_metrics(name))
 
 
 def _hosts_with_logs(store: JobStore, name: str) -> list[str]:

@@ -4,6 +4,10 @@ Every container, network and work dir records the pid of the emulator process th
 resource is a leftover when that process is gone. Resources of live emulators, whatever their
 state directory, are never touched. Jobs of the store whose emulator died are recorded Failed.
 
+Kept jobs (``emulator run --keep``) are not leftovers: their containers and work dirs stay
+(only ``prune_kept``, `emulator prune --kept`, removes them; cleanup/kept.py). What their dead
+emulator left besides (FastFile mounts and processes, the network) is removed as any other's.
+
 Order: containers first (they hold the FastFile mounts and the FIFOs), then networks, then each
 dead work dir in the temp dir: its FastFile mounts are detached (a file system process that
 outlived its emulator is stopped first: SIGTERM, then SIGKILL), then the directory is removed.
@@ -37,7 +41,7 @@ from pathlib import Path
 from emulator.engine import DockerEngine
 from emulator.errors import EmulatorError, JobNotFound
 from emulator.finish.publish import noted_folders
-from emulator.run.workdir import orphaned, remove_work_dir, work_dirs
+from emulator.run.workdir import kept_marker, orphaned, owner_gone, remove_work_dir, work_dirs
 from emulator.stage.fastfile.mounts import (
     fastfile_mounts,
     find_stale_mounts,
@@ -62,10 +66,12 @@ def prune_leftovers(store: JobStore, temp_root: Path | None = None) -> list[str]
         engine.close()
     for work_dir in work_dirs(temp_root):
         if orphaned(work_dir):
-            removed += _release_mounts(work_dir)
+            removed += release_mounts(work_dir)
             removed += _remove_temporaries(noted_folders(work_dir))
             if remove_work_dir(work_dir):
                 removed.append(f"work dir {work_dir}")
+        elif kept_marker(work_dir) is not None and owner_gone(work_dir):
+            removed += release_mounts(work_dir)  # the dir stays, its FastFile mounts go
     removed += _release_stale_mounts()
     removed += _remove_temporaries(_recorded_folders(store, dead_jobs))
     removed += [f"job record {name} (marked Failed)" for name in store.mark_dead_jobs_failed()]
@@ -124,7 +130,7 @@ def _release_stale_mounts() -> list[str]:
     return removed
 
 
-def _release_mounts(work_dir: Path) -> list[str]:
+def release_mounts(work_dir: Path) -> list[str]:
     """Stop the FastFile servers still serving mounts below ``work_dir``, detach every such
     mount (dead server or not), deepest first."""
     mounts = fastfile_mounts(work_dir)

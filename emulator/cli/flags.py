@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -11,7 +12,7 @@ import click
 from emulator.config import s3_settings_from_flags
 from emulator.plan.hosts import parse_gpus
 from emulator.request.build import split_pair
-from emulator.run.options import DEFAULT_STOP_GRACE_SECONDS, RunOptions
+from emulator.run.options import DEFAULT_STOP_GRACE_SECONDS, PublishedPort, RunOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -142,6 +143,68 @@ def s3_options(function: F) -> F:
         ],
         function,
     )
+
+
+def debug_options(function: F) -> F:
+    """Flags for debugging a container (README "Debugging a container")."""
+    return _apply(
+        [
+            click.option(
+                "--shell",
+                is_flag=True,
+                help="Prepare everything, but algo-1 starts an interactive shell instead.",
+            ),
+            click.option(
+                "--keep",
+                is_flag=True,
+                help="Keep the exited containers and work dir (see `emulator shell`, `rm`).",
+            ),
+            click.option(
+                "--publish",
+                "-p",
+                multiple=True,
+                metavar="[HOST_PORT:]CONTAINER_PORT",
+                help="Publish algo-1's port on 127.0.0.1 (repeatable).",
+            ),
+            click.option(
+                "--code",
+                type=click.Path(file_okay=False, path_type=Path),
+                metavar="DIR",
+                help="Mount DIR read-only at /opt/ml/code (as the SDK's source_dir).",
+            ),
+            click.option(
+                "--watch",
+                is_flag=True,
+                help="With --code: rerun the job (a new name) when a file under DIR changes.",
+            ),
+        ],
+        function,
+    )
+
+
+def published_ports(values: tuple[str, ...]) -> tuple[PublishedPort, ...]:
+    """``--publish`` values, ``[HOST_PORT:]CONTAINER_PORT`` each (Docker's ``-p`` order)."""
+    return tuple(_published_port(value) for value in values)
+
+
+def _published_port(value: str) -> PublishedPort:
+    host, _, container = value.rpartition(":")
+    try:
+        ports = [_port(container), *([_port(host)] if host else [])]
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r}: expected [HOST_PORT:]CONTAINER_PORT, ports 1-65535 (e.g. 5678 or "
+            "8080:6006)",
+            param_hint="--publish",
+        ) from None
+    return PublishedPort(ports[0], ports[1] if host else None)
+
+
+def _port(text: str) -> int:
+    port = int(text) if text.isdigit() else 0
+    if not 1 <= port <= 65535:
+        raise ValueError(text)
+    return port
 
 
 def run_options(

@@ -19,7 +19,19 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 import click
 
 from emulator import api
-from emulator.cli.flags import machine_options, pairs, request_options, run_options, s3_options
+from emulator.cli.debug import check_shell, exec_command, logs, no_echo
+from emulator.cli.flags import (
+    debug_options,
+    machine_options,
+    pairs,
+    published_ports,
+    request_options,
+    run_options,
+    s3_options,
+)
+from emulator.cli.kept import rm as rm_command
+from emulator.cli.kept import shell as shell_command
+from emulator.cli.metrics import metrics
 from emulator.cli.serve import serve
 from emulator.cli.submit import submit
 from emulator.config import default_home
@@ -84,6 +96,7 @@ def main() -> None:
 @request_options
 @machine_options
 @s3_options
+@debug_options
 @click.option("--replace", is_flag=True, help="Discard an earlier finished job of the same name.")
 @click.option("--json", "as_json", is_flag=True, help="Print only the job record, as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display and no status lines.")
@@ -110,6 +123,11 @@ def run(
     profile: str | None,
     region: str | None,
     pass_aws_credentials: bool,
+    shell: bool,
+    keep: bool,
+    publish: tuple[str, ...],
+    code: Path | None,
+    watch: bool,
     replace: bool,
     as_json: bool,
     quiet: bool,
@@ -166,18 +184,36 @@ def run(
     if base is None and image is None:
         fail("give a REQUEST.json or at least --image (see `emulator run --help`)")
     request = build_request(base, flags, str(default_home() / "output"))
-    options = dataclasses.replace(machine, base_dir=base_dir, replace=replace)
+    options = dataclasses.replace(
+        machine,
+        base_dir=base_dir,
+        replace=replace,
+        keep=keep,
+        shell=shell,
+        publish=published_ports(publish),
+        code_dir=code.resolve() if code is not None else None,
+    )
+    if shell:  # algo-1's shell is on this terminal (cli/debug.py)
+        check_shell(as_json=as_json)
+    if watch:  # reruns on every change under --code until Ctrl-C (cli/watch.py)
+        from emulator.cli.watch import watch_code
+
+        rerun = functools.partial(_run, as_json=False, quiet=quiet)
+        watch_code(request, options, rerun, shell=shell, as_json=as_json, quiet=quiet)
     try:
         record = _run(request, options, as_json, quiet)
     except KeyboardInterrupt:
-        stderr_console().print("Interrupted: the job was stopped and cleaned up.")
+        what = "its containers and work dir kept" if keep else "cleaned up"
+        stderr_console().print(f"Interrupted: the job was stopped and {what}.")
         sys.exit(EXIT_INTERRUPTED)
     if as_json:
         click.echo(json.dumps(record, indent=2))
     elif not quiet:
-        from emulator.cli.render import print_summary
+        from emulator.cli.render import print_resource_use, print_summary
 
         print_summary(stderr_console(), record)
+        use = api.resource_use(record["TrainingJobName"], home=options.home)
+        print_resource_use(stderr_console(), use)
     sys.exit(EXIT_FOR_STATUS.get(record["TrainingJobStatus"], 1))
 
 
@@ -220,6 +256,8 @@ def _run(
     spec = parse_request(request)  # RequestInvalid before anything is shown or started
     multi_host = len(spec.resources.hosts()) > 1
     log_sink = LogEcho(sys.stderr if as_json else sys.stdout, prefix_hosts=multi_host)
+    if options.shell:  # the shell's output reaches the terminal directly
+        log_sink = no_echo  # type: ignore[assignment]
     if quiet:  # nothing is rendered: rich is not even imported (25-30 ms)
         return api.run(spec, dataclasses.replace(options, log_sink=log_sink, notice=_silent))
 
@@ -233,7 +271,7 @@ def _run(
         stderr.print(Text(message, style="dim"), soft_wrap=True)
 
     options = dataclasses.replace(options, log_sink=log_sink, notice=notice)
-    if stderr.is_terminal:
+    if stderr.is_terminal and not options.shell:  # no progress display over a shell
         with RichProgress(stderr) as progress:
             return api.run(spec, dataclasses.replace(options, progress=progress))
     return api.run(spec, options)
@@ -270,6 +308,10 @@ def list_jobs(as_json: bool) -> None:
     """List the jobs of the state directory, newest first."""
     fields = ("TrainingJobName", "TrainingJobStatus", "SecondaryStatus", "CreationTime")
     summaries = [{key: record.get(key) for key in fields} for record in api.list_jobs()]
+    kept = api.kept_jobs()  # --keep: SageMaker's fields stay, "Kept": true is added
+    for summary in summaries:
+        if summary["TrainingJobName"] in kept:
+            summary["Kept"] = True
     if as_json:
         click.echo(json.dumps({"TrainingJobSummaries": summaries}, indent=2))
         return
@@ -277,8 +319,11 @@ def list_jobs(as_json: bool) -> None:
     from rich.table import Table
 
     table = Table("name", "status", "secondary status", "created", box=None)
+    if kept:  # a column only when a job was kept
+        table.add_column("kept")
     for summary in summaries:
-        table.add_row(*(str(summary[key]) for key in fields))
+        marker = ["kept" if summary.get("Kept") else ""] if kept else []
+        table.add_row(*(str(summary[key]) for key in fields), *marker)
     console = Console(highlight=False)
     # Never cut a name or a time to fit the width: they are meant to be copied.
     needed = console.measure(table, options=console.options.update_width(10_000)).maximum
@@ -296,17 +341,24 @@ def stop(name: str) -> None:
 
 
 @main.command()
-def prune() -> None:
+@click.option("--kept", is_flag=True, help="Remove every kept job's containers and work dir.")
+def prune(kept: bool) -> None:
     """Remove what dead emulator runs left behind: containers, networks, work dirs, FastFile
-    mounts and their file system processes. Live emulators' resources are never touched."""
-    removed = api.prune()
+    mounts and their file system processes. Live emulators' resources are never touched, nor
+    what jobs run with --keep kept (that is --kept's: see `emulator rm`)."""
+    removed = api.prune(kept=kept)
     for line in removed:
         click.echo(f"removed {line}")
-    click.echo(f"{len(removed)} leftover(s) removed")
+    click.echo(f"{len(removed)} {'kept resource' if kept else 'leftover'}(s) removed")
 
 
 main.add_command(serve)
+main.add_command(shell_command)
+main.add_command(rm_command)
 main.add_command(submit)
+main.add_command(metrics)
+main.add_command(logs)
+main.add_command(exec_command)
 
 if __name__ == "__main__":
     main()

@@ -19,6 +19,7 @@ from rich.progress import Progress as RichBar
 from rich.table import Table
 from rich.text import Text
 
+from emulator.observe.resources import ResourceUse, format_bytes
 from emulator.progress import Progress
 
 STATUS_STYLE = {"Completed": "bold green", "Failed": "bold red", "Stopped": "bold yellow"}
@@ -108,3 +109,27 @@ def print_summary(console: Console, record: dict[str, Any]) -> None:
     artifacts = record.get("ModelArtifacts", {}).get("S3ModelArtifacts")
     if artifacts:
         console.print(f"Model artifacts: {artifacts}", markup=False, soft_wrap=True)
+
+
+def print_resource_use(console: Console, use: ResourceUse) -> None:
+    """Each host's peak memory and CPU against its instance type's, then a warning for each
+    host that would not fit there, and why a host was not compared."""
+    if not use.hosts:
+        return
+    console.print("Resource use (peaks, sampled once a second):", markup=False)
+    for host in use.hosts:
+        memory, cpu = "memory -", "CPU -"
+        if host.peak_memory_bytes is not None:
+            memory = f"memory {format_bytes(host.peak_memory_bytes)}"
+            if host.instance_memory_bytes is not None:
+                memory += f" of {host.instance_memory_bytes // 1024**3} GiB"
+        if host.peak_cpu_percent is not None:
+            cpu = f"CPU {host.peak_cpu_percent / 100:.2f}"
+            cpu += f" of {host.instance_vcpus} vCPUs" if host.instance_vcpus else " cores"
+        line = f"  {host.host}  {memory}, {cpu} ({host.instance_type})"
+        console.print(line, markup=False, soft_wrap=True)
+    for warning in use.warnings:
+        console.print(Text.assemble(("warning:", "bold yellow"), " ", warning), soft_wrap=True)
+    for host in use.hosts:
+        for note in host.notes:
+            console.print(Text(f"  {note}", style="dim"), soft_wrap=True)

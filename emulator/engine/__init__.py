@@ -7,6 +7,8 @@ container.py  one host's container, its plan, its output, how it ended
 archive.py    reading a directory as the engine (root) does, for files a root container wrote
 docker.py     DockerEngine: the client, images, GPUs, CPUs, creating containers
 reaper.py     removing the resources of emulator processes that are gone (prune)
+terminal.py   the user's terminal on a container, through the docker CLI (exec, --shell, shell)
+debug.py      published ports, an image's command, a running job's containers (exec)
 """
 
 from emulator.engine.container import (

@@ -32,12 +32,15 @@ import docker.utils.socket
 from docker import APIClient
 
 from emulator.engine.errors import ANSWERED, GONE, Failure, Kind, engine_call, no_gpu_driver
+from emulator.errors import EnvironmentProblem
 
 EXIT_NOT_FOUND = 127  # what `docker run` reports when the command cannot be found
 EXIT_NOT_EXECUTABLE = 126
 EXIT_REMOVED = 137  # a container removed from outside (docker rm -f kills it: 128 + SIGKILL)
 REMOVAL_SECONDS = 1.0  # how long a host killed from outside is watched for its removal
+KEEP_EXIT_SECONDS = 30  # a kept container's SIGKILL takes effect well within this
 
+_PORT_TAKEN = re.compile(r"port is already allocated|address already in use", re.IGNORECASE)
 _EXEC_ERROR = re.compile(r'(exec: "[^"]*": [^:]+?)(?:: unknown)?$')
 
 
@@ -75,6 +78,13 @@ class ContainerPlan:
     hosts_file: dict[str, str] = field(default_factory=dict)  # name -> address, /etc/hosts
     nano_cpus: int | None = None  # CPU limit in 1e-9 CPUs
     memory_bytes: int | None = None  # memory limit
+    # Container port -> port of 127.0.0.1 it is published on (None: the engine picks a free
+    # one); never on another address (--publish).
+    ports: dict[int, int | None] = field(default_factory=dict)
+    # Started on the user's terminal by the docker CLI (--shell: engine/terminal.py): stdin
+    # kept open (closed when the CLI lets go of it), a TTY when the user's stdin is one.
+    interactive: bool = False
+    tty: bool = False
 
 
 @dataclass(frozen=True)
@@ -301,6 +311,11 @@ class Container:
             return
         if call.failure.kind in GONE:
             raise StartFailed(self.removed_reason(), EXIT_REMOVED)
+        if _PORT_TAKEN.search(call.failure.detail):  # --publish: the user's to fix
+            raise EnvironmentProblem(
+                f"A port published for {self.host} (--publish) is taken on 127.0.0.1: "
+                f"choose another HOST_PORT, or give only the container port ({call.failure.detail})"
+            )
         state = self._state()
         raise _start_failure(call.failure, state.get("ExitCode") if state else None)
 
@@ -352,6 +367,20 @@ class Container:
             tolerate=GONE | {Kind.CONFLICT},
         ):
             self._api.kill(self.id, signal=signal_name)
+
+    def keep(self) -> None:
+        """What ``remove`` does for a job run with --keep, the removal left out: the process
+        killed if it still runs (waited for, up to KEEP_EXIT_SECONDS), the output streams
+        ended (a never-started container's would never end). Idempotent."""
+        try:
+            state = self._state()
+            if state is not None and state.get("Status") in ("running", "paused", "restarting"):
+                self.signal("SIGKILL")
+                with engine_call(f"wait for the container of {self.host}", tolerate=GONE):
+                    self._api.wait(self.id, timeout=KEEP_EXIT_SECONDS)
+        finally:
+            for stream in self._streams:
+                stream.close()
 
     def remove(self) -> None:
         """Remove the container (killed if running) and end its output streams. Idempotent;

@@ -39,6 +39,7 @@ from emulator.engine.container import (
     Container,
     ContainerPlan,
 )
+from emulator.engine.debug import port_bindings
 from emulator.engine.errors import (
     ANSWERED,
     EVERY_KIND,
@@ -57,6 +58,7 @@ from emulator.engine.network import (
     remove_network,
 )
 from emulator.engine.reaper import remove_orphans
+from emulator.engine.terminal import TerminalContainer
 from emulator.errors import EnvironmentProblem
 
 NVIDIA_HOOK = "nvidia-container-runtime-hook"
@@ -187,6 +189,7 @@ class DockerEngine:
             privileged=False,
             nano_cpus=plan.nano_cpus,
             mem_limit=plan.memory_bytes,
+            port_bindings=port_bindings(plan.ports),
         )
 
         def wording(failure: Failure) -> str | None:
@@ -210,7 +213,13 @@ class DockerEngine:
                 name=name,
                 host_config=host_config,
                 networking_config=networking,
+                ports=list(plan.ports) or None,
+                stdin_open=plan.interactive,  # docker-py sets StdinOnce with it: stdin
+                # ends when the docker CLI lets go of it (EOF of a piped stdin)
+                tty=plan.tty,
             )
+        if plan.interactive:  # --shell: started on the user's terminal (terminal.py)
+            return TerminalContainer(self.api, str(created["Id"]), plan.host, tty=plan.tty)
         return Container(self.api, str(created["Id"]), plan.host)
 
     def wait_for_exit(self, container: Container) -> None:

@@ -16,6 +16,11 @@ LABEL_HOST = "sagemaker-emulator.host"
 LABEL_PID = "sagemaker-emulator.pid"
 # Marks a helper container of the job: removing root-owned files, reading them (archive.py).
 LABEL_CLEANUP = "sagemaker-emulator.cleanup"
+# A host container of a job run with --keep (the value: the job's work dir). It outlives its
+# emulator: only `emulator rm` and `emulator prune --kept` remove it (engine/kept.py).
+LABEL_KEPT = "sagemaker-emulator.kept"
+# A post-mortem shell's container (`emulator shell`), removed when the shell exits.
+LABEL_SHELL = "sagemaker-emulator.shell"
 
 
 def job_labels(job: str) -> dict[str, str]:

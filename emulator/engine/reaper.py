@@ -4,6 +4,10 @@ Each resource carries the pid of the emulator that made it (``labels.py``); anot
 emulator's resources (whatever its state dir) are left alone. Another prune running at the same
 time is fine: what it is already removing is skipped. An engine that stops answering half-way
 is an ``EnvironmentProblem`` like any other failed call.
+
+Kept containers (``LABEL_KEPT``, a job run with --keep) are never removed here, their emulator
+gone or not: one its dead emulator left running is killed (it stays, exited, for ``emulator
+shell``); ``emulator rm`` and ``emulator prune --kept`` remove them (engine/kept.py).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 from docker import APIClient
 
 from emulator.engine.errors import ANSWERED, GONE, Failure, Kind, engine_call
-from emulator.engine.labels import LABEL_JOB, listed_name, owner_pid
+from emulator.engine.labels import LABEL_JOB, LABEL_KEPT, listed_name, owner_pid
 
 NETWORK_REMOVAL_SECONDS = 15.0
 
@@ -33,10 +37,17 @@ def remove_orphans(api: APIClient, owner_alive: Callable[[int], bool]) -> list[s
     filters: dict[str, Any] = {"label": LABEL_JOB}
     with engine_call("list its containers"):
         containers = api.containers(all=True, filters=filters)
+    kept = [info for info in containers if LABEL_KEPT in (info.get("Labels") or {})]
     removed = [
         f"container {listed_name(info)}"
         for info in containers
-        if orphaned(info) and _remove_container(api, info)
+        if info not in kept and orphaned(info) and _remove_container(api, info)
+    ]
+    removed += [
+        f"process of the kept container {listed_name(info)} (its emulator was gone; the "
+        "container stays)"
+        for info in kept
+        if orphaned(info) and info.get("State") in ("running", "paused") and _kill(api, info)
     ]
     with engine_call("list its networks"):
         networks = api.networks(filters=filters)
@@ -57,6 +68,14 @@ def _remove_container(api: APIClient, info: Mapping[str, Any]) -> bool:
         wording=_refusal(f"Cannot remove container {name}"),
     ) as call:
         api.remove_container(info["Id"], force=True, v=True)
+    return call.failure is None
+
+
+def _kill(api: APIClient, info: Mapping[str, Any]) -> bool:
+    """Kill a kept container's process (the container stays); whether this call did."""
+    name = listed_name(info)
+    with engine_call(f"kill container {name}", tolerate=GONE | {Kind.CONFLICT}) as call:
+        api.kill(info["Id"], signal="SIGKILL")
     return call.failure is None
 
 

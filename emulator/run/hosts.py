@@ -18,6 +18,10 @@ removed together, each exactly once (``parallel.py`` says why at once).
     finish              the cleanup's last step: the teardown waited for (its error raised
                         here), then whatever is left removed
 
+With ``keep`` set (--keep: the job's work dir), the containers are labelled kept and never
+removed: each "removal" kills a process still running and ends its output instead
+(``Container.keep``); the network goes as always.
+
 A container is registered here the moment it exists, so the cleanup removes it whatever happens
 next (another host's failed creation, Ctrl-C). Every thread started here has ended once the
 containers and the network are removed.
@@ -28,10 +32,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 from emulator.engine import Container, ContainerPlan, DockerEngine, Exit, JobNetwork, OutputStream
+from emulator.engine.labels import LABEL_KEPT
 from emulator.errors import EmulatorError
 from emulator.run.parallel import Attempt, Background, at_once, first_error
 
@@ -54,6 +60,7 @@ class JobHosts:
 
     def __init__(self, engine: DockerEngine, job: str, *, hosts: int, isolated: bool) -> None:
         self.engine = engine
+        self.keep: Path | None = None  # the work dir of a kept job (run/kept.py)
         self.job = job
         self.hosts = hosts
         self.isolated = isolated
@@ -87,6 +94,9 @@ class JobHosts:
 
     def create_containers(self, plans: Sequence[tuple[ContainerPlan, str]]) -> list[Container]:
         """Create (not start) every host's container, (plan, name) each, all at once."""
+        if self.keep is not None:
+            kept = {LABEL_KEPT: str(self.keep)}
+            plans = [(replace(plan, labels={**plan.labels, **kept}), name) for plan, name in plans]
         calls = [partial(self.engine.create_container, plan, name) for plan, name in plans]
         attempts = at_once(calls, "create")
         with self._lock:
@@ -183,7 +193,9 @@ class JobHosts:
             self._removed.update(c.id for c in todo)
             everything = len(self._removed) == len(self.containers)
         try:
-            first_error(at_once([container.remove for container in todo], "remove"))
+            keep = self.keep is not None
+            calls = [container.keep if keep else container.remove for container in todo]
+            first_error(at_once(calls, "remove"))
         finally:
             if everything:  # every watcher's container is gone: its wait has returned
                 for watcher in self._watchers:

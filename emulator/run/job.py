@@ -44,6 +44,7 @@ from emulator.finish import publish
 from emulator.finish.artifacts import failure_reason
 from emulator.finish.records import JobRecord, Outcome
 from emulator.observe.joblogs import JobLogs
+from emulator.plan.code import mount_code
 from emulator.plan.containers import container_environment, container_plan
 from emulator.plan.credentials import container_credentials
 from emulator.plan.hosts import HostResources, plan_resources
@@ -53,8 +54,11 @@ from emulator.request.paths import resolve_local_paths
 from emulator.request.spec import JobSpec
 from emulator.request.validation import parse_request
 from emulator.run.checkpointing import NoCheckpoints, check_checkpoints, job_checkpoints
+from emulator.run.debugging import announce_ports, check_debugging, debug_plans
 from emulator.run.hosts import JobHosts, resource_name
+from emulator.run.kept import keep_job
 from emulator.run.options import RunOptions
+from emulator.run.resources import ResourceMonitor
 from emulator.run.saver import RecordSaver
 from emulator.run.signals import deferred, signals_deferred
 from emulator.run.supervisor import StopCause, Supervisor, outcome
@@ -129,6 +133,7 @@ class TrainingJob:
         self.resources: dict[str, HostResources] = {}
         self.aws_environment: dict[str, str] = {}  # {} unless pass_aws_credentials
         self.registered = False  # by ``register``: the record exists before the run
+        self.code_mounts: list[Mount] = []  # --code: DIR read-only at /opt/ml/code
 
     def register(self) -> None:
         """Take the job's name and record it (InProgress, Starting) before it runs."""
@@ -225,6 +230,8 @@ class TrainingJob:
         check_work_root(self.options.work_root)
         if not self.options.allow_sensitive_paths:
             check_locations(self.spec)
+        self.spec, self.code_mounts = mount_code(self.spec, self.options)  # --code
+        check_debugging(self.spec, self.options)  # --shell, --publish
         deferred(engine.require_image, self.spec.image)
         self.resources = self._host_resources(engine)
         channels = resolve_channels(self.spec, self.s3)
@@ -277,14 +284,17 @@ class TrainingJob:
         # the background since the hosts stopped: tear_down) waited for.
         cleanup.callback(hosts.finish)
         work = make_work_dir(self.spec.name, self.options.work_root)
-        cleanup.callback(
-            remove_work_dir,
-            work,
-            image=self.spec.image,
-            job=self.spec.name,
-            notice=self.options.notice,
-            engine=engine,
-        )
+        if self.options.keep:  # containers and work dir stay; a notice says so at the end
+            cleanup.callback(keep_job(self.store, self.spec.name, work, hosts, self.options.notice))
+        else:
+            cleanup.callback(
+                remove_work_dir,
+                work,
+                image=self.spec.image,
+                job=self.spec.name,
+                notice=self.options.notice,
+                engine=engine,
+            )
         claim(work, self.spec.image)
         hosts.prepare_network(resource_name(self.spec.name, work))
         layouts = [HostLayout(work / host.name, host) for host in self.hosts]
@@ -337,7 +347,10 @@ class TrainingJob:
             (self._container_plan(layout, network, staged.mounts), f"{name}-{layout.host.name}")
             for layout in layouts
         ]
+        plans = deferred(debug_plans, hosts.engine, plans, self.options)  # --shell, --publish
         containers = deferred(hosts.create_containers, plans)
+        monitor = ResourceMonitor(hosts.engine, self.store, self.spec.name, self.options.notice)
+        cleanup.enter_context(monitor).watch(containers)  # CPU and memory: system metrics
         outputs = deferred(hosts.attach, containers)
         for container, output in zip(containers, outputs, strict=True):
             self.logs.follow(container.host, output)
@@ -390,7 +403,7 @@ class TrainingJob:
             network,
             environment=container_environment(self.spec, self.region, self.aws_environment),
             resources=self.resources.get(layout.host.name, HostResources()),
-            extra_mounts=mounts[layout.host.name],
+            extra_mounts=[*mounts[layout.host.name], *self.code_mounts],
         )
 
     def _supervise(
@@ -404,6 +417,7 @@ class TrainingJob:
         locked, and the stop that follows would then hang."""
         with signals_deferred() as signals:
             started = hosts.start(containers)
+            announce_ports(containers, self.options)  # --publish: where each port is reached
             supervisor = Supervisor(started, self.options.stop_grace_seconds, sleep=hosts.sleep)
             ending = supervisor.run(
                 self.spec.max_runtime_seconds,

@@ -25,6 +25,14 @@ def no_notice(message: str) -> None:
 
 
 @dataclass(frozen=True)
+class PublishedPort:
+    """One of algo-1's container ports published on 127.0.0.1 (``--publish``)."""
+
+    container_port: int
+    host_port: int | None = None  # None: a free port, chosen by the engine
+
+
+@dataclass(frozen=True)
 class RunOptions:
     """How to run a job; everything has a default suitable for the Python API.
 
@@ -62,3 +70,12 @@ class RunOptions:
     # credentials, never the user's; then pass_aws_credentials changes nothing
     # (plan/credentials.py). ``s3`` is how the emulator itself reaches the same store.
     container_s3: ContainerS3 | None = None
+    # Debugging (README "Debugging a container"):
+    # leave the exited containers and the work dir whatever the ending, labelled as kept
+    keep: bool = False
+    # algo-1 runs an interactive shell instead of the job's command
+    shell: bool = False
+    # algo-1's container ports published on 127.0.0.1 only
+    publish: tuple[PublishedPort, ...] = ()
+    # mounted read-only at /opt/ml/code in every host, as the SDK's source_dir would be
+    code_dir: Path | None = None

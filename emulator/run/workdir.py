@@ -9,11 +9,16 @@ $TMP, as Python's tempfile reads them), else in the system's (/tmp). A place ask
 cannot hold them (missing, not a directory, not writable) is refused before the job starts
 (``check_work_root``, EnvironmentProblem: exit 2), never replaced by another silently, as
 tempfile would.
+
+A job run with --keep marks its work dir kept (``mark_kept``: a ``kept`` file naming the job
+and its state dir): it is never an orphan, whatever became of its emulator; ``emulator rm``
+and ``emulator prune --kept`` remove it (cleanup/kept.py).
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import stat
@@ -31,6 +36,7 @@ from emulator.state.store import process_alive
 WORK_DIR_PREFIX = "sagemaker-emulator-"
 OWNER_FILE = "owner.pid"
 IMAGE_FILE = "image"  # the job's TrainingImage, for removing root-owned files
+KEPT_FILE = "kept"  # {"job": ..., "home": ...}: the job was run with --keep
 # A work dir without an owner file is a leftover only once it is older than this: its maker
 # may be between creating it and writing the file.
 UNOWNED_GRACE_SECONDS = 60.0
@@ -110,6 +116,11 @@ def work_dirs(root: Path | None = None) -> list[Path]:
 
 
 def orphaned(work_dir: Path) -> bool:
+    """Whether ``work_dir`` is a leftover: its emulator is gone, and it is not kept."""
+    return kept_marker(work_dir) is None and owner_gone(work_dir)
+
+
+def owner_gone(work_dir: Path) -> bool:
     """Whether the emulator that made ``work_dir`` is gone."""
     try:
         pid = int((work_dir / OWNER_FILE).read_text())
@@ -124,6 +135,25 @@ def claim(work_dir: Path, image: str | None = None) -> None:
     if image is not None:
         (work_dir / IMAGE_FILE).write_text(image)
     (work_dir / OWNER_FILE).write_text(str(os.getpid()))
+
+
+def mark_kept(work_dir: Path, job: str, home: Path) -> None:
+    """Mark ``work_dir`` as kept (--keep): ``prune`` leaves it, ``rm``/``prune --kept`` go."""
+    marker = {"job": job, "home": str(home)}
+    (work_dir / KEPT_FILE).write_text(json.dumps(marker) + "\n")
+
+
+def kept_marker(work_dir: Path) -> dict[str, str] | None:
+    """The kept marker of ``work_dir`` ({"job", "home"}), None when it is not kept. A marker
+    that cannot be read still marks it kept: nothing kept is removed by mistake."""
+    path = work_dir / KEPT_FILE
+    try:
+        marker = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {} if path.exists() or path.is_symlink() else None
+    return {str(k): str(v) for k, v in marker.items()} if isinstance(marker, dict) else {}
 
 
 def remove_work_dir(

@@ -59,10 +59,27 @@ CREATE TABLE IF NOT EXISTS metric_values (
     vals BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS metric_values_by_job ON metric_values (job);
+CREATE TABLE IF NOT EXISTS system_metrics (
+    job TEXT NOT NULL,
+    name TEXT NOT NULL,
+    host TEXT NOT NULL,
+    timestamp REAL NOT NULL,
+    value REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS system_metrics_by_job ON system_metrics (job);
+CREATE TABLE IF NOT EXISTS kept (
+    job TEXT PRIMARY KEY,
+    work_dir TEXT NOT NULL,
+    since REAL NOT NULL
+);
 """
 # ``metrics`` (a row per point) holds the points of jobs run by earlier versions: read, and
 # deleted with their job, never written. ``metric_values`` holds the values of one metric
 # from one host read at one moment, in order, as float64 little-endian.
+# ``system_metrics`` holds the engine's samples of each host's CPU and memory (run/resources.py):
+# kept apart from the MetricDefinitions points, which alone make FinalMetricDataList.
+# ``kept`` names the jobs run with --keep whose containers and work dir stay (a state dir of
+# an earlier version gets the table, empty, when it is next opened).
 
 
 @dataclass(frozen=True)
@@ -167,6 +184,12 @@ class JobStore:
                         f"Training job {name!r} is already running (pid {pid}); stop it with "
                         f"`emulator stop {name}` or choose another --job-name"
                     )
+                if db.execute("SELECT 1 FROM kept WHERE job = ?", (name,)).fetchone():
+                    raise JobExists(
+                        f"Training job {name!r} was run with --keep and its containers and "
+                        f"work dir are still there: remove them first with `emulator rm "
+                        f"{name}`, or choose another --job-name"
+                    )
                 if not replace:
                     raise JobExists(
                         f"Training job {name!r} already exists (status {status}); job names "
@@ -176,6 +199,7 @@ class JobStore:
                 db.execute("DELETE FROM jobs WHERE name = ?", (name,))
                 db.execute("DELETE FROM metrics WHERE job = ?", (name,))
                 db.execute("DELETE FROM metric_values WHERE job = ?", (name,))
+                db.execute("DELETE FROM system_metrics WHERE job = ?", (name,))
                 shutil.rmtree(self.job_dir(name), ignore_errors=True)
             db.execute(
                 "INSERT INTO jobs (name, status, created, pid, record) VALUES (?, ?, ?, ?, ?)",
@@ -261,6 +285,23 @@ class JobStore:
             ).fetchone()
         return int(old) + int(size) // 8
 
+    def add_system_metrics(self, job: str, points: Iterable[MetricPoint]) -> None:
+        """Store samples of the job's resource use (never mixed with ``metrics``)."""
+        rows = [(job, p.name, p.host, p.timestamp, p.value) for p in points]
+        if rows:
+            with self._db() as db:
+                db.executemany("INSERT INTO system_metrics VALUES (?, ?, ?, ?, ?)", rows)
+
+    def system_metrics(self, job: str) -> list[MetricPoint]:
+        """Every resource-use sample of ``job``, by time."""
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT name, value, timestamp, host FROM system_metrics WHERE job = ? "
+                "ORDER BY timestamp, rowid",
+                (job,),
+            ).fetchall()
+        return [MetricPoint(name, value, stamp, host) for name, value, stamp, host in rows]
+
     def owner_pid(self, name: str) -> int:
         """The pid of the emulator process that created (and runs) the job."""
         with self._db() as db:
@@ -279,6 +320,25 @@ class JobStore:
         with self._db() as db:
             row = db.execute("SELECT stop_requested FROM jobs WHERE name = ?", (name,)).fetchone()
         return bool(row and row[0])
+
+    def set_kept(self, name: str, work_dir: Path) -> None:
+        """Flag ``name`` as kept (--keep): its containers and ``work_dir`` stay."""
+        with self._db() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO kept (job, work_dir, since) VALUES (?, ?, ?)",
+                (name, str(work_dir), time.time()),
+            )
+
+    def kept_jobs(self) -> dict[str, Path]:
+        """Job name -> work dir of every job flagged kept, oldest first."""
+        with self._db() as db:
+            rows = db.execute("SELECT job, work_dir FROM kept ORDER BY since").fetchall()
+        return {name: Path(work_dir) for name, work_dir in rows}
+
+    def forget_kept(self, name: str) -> None:
+        """Clear ``name``'s kept flag (its resources are gone); its record stays."""
+        with self._db() as db:
+            db.execute("DELETE FROM kept WHERE job = ?", (name,))
 
     def mark_dead_jobs_failed(self) -> list[str]:
         """Jobs whose emulator process died mid-run are recorded Failed; return their names."""
