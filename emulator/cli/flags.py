@@ -11,7 +11,7 @@ import click
 
 from emulator.config import s3_settings_from_flags
 from emulator.plan.hosts import parse_gpus
-from emulator.request.build import split_pair
+from emulator.request.build import Overrides, split_pair
 from emulator.run.options import DEFAULT_STOP_GRACE_SECONDS, PublishedPort, RunOptions
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -205,6 +205,41 @@ def _port(text: str) -> int:
     if not 1 <= port <= 65535:
         raise ValueError(text)
     return port
+
+
+def request_overrides(
+    *,
+    image: str | None,
+    entrypoint: tuple[str, ...],
+    arguments: tuple[str, ...],
+    input_mode: str | None,
+    channel: tuple[str, ...],
+    hyperparameter: tuple[str, ...],
+    env: tuple[str, ...],
+    metric: tuple[str, ...],
+    output: str | None,
+    job_name: str | None,
+    max_runtime: int | None,
+    instance_type: str | None,
+    instance_count: int | None,
+) -> Overrides:
+    """What ``request_options`` give (`run` and `submit`), parsed; local paths resolved
+    against the working directory."""
+    return Overrides(
+        image=image,
+        entrypoint=list(entrypoint),
+        arguments=list(arguments),
+        input_mode=input_mode,
+        channels=pairs(channel, "--channel"),
+        hyperparameters=pairs(hyperparameter, "--hyperparameter"),
+        environment=pairs(env, "--env"),
+        metrics=pairs(metric, "--metric"),
+        output=output,
+        job_name=job_name,
+        max_runtime=max_runtime,
+        instance_type=instance_type,
+        instance_count=instance_count,
+    ).resolved_against(Path.cwd())
 
 
 def run_options(

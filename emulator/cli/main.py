@@ -23,9 +23,9 @@ from emulator.cli.debug import check_shell, exec_command, logs, no_echo
 from emulator.cli.flags import (
     debug_options,
     machine_options,
-    pairs,
     published_ports,
     request_options,
+    request_overrides,
     run_options,
     s3_options,
 )
@@ -36,7 +36,7 @@ from emulator.cli.serve import serve
 from emulator.cli.submit import submit
 from emulator.config import default_home
 from emulator.errors import EmulatorError, RequestInvalid
-from emulator.request.build import Overrides, build_request, load_request
+from emulator.request.build import build_request, load_request
 from emulator.run.options import RunOptions
 
 if TYPE_CHECKING:
@@ -166,21 +166,21 @@ def run(
         pass_aws_credentials=pass_aws_credentials,
     )
     base, base_dir = load_request(request_file) if request_file else (None, Path.cwd())
-    flags = Overrides(
+    flags = request_overrides(
         image=image,
-        entrypoint=list(entrypoint),
-        arguments=list(arguments),
+        entrypoint=entrypoint,
+        arguments=arguments,
         input_mode=input_mode,
-        channels=pairs(channel, "--channel"),
-        hyperparameters=pairs(hyperparameter, "--hyperparameter"),
-        environment=pairs(env, "--env"),
-        metrics=pairs(metric, "--metric"),
+        channel=channel,
+        hyperparameter=hyperparameter,
+        env=env,
+        metric=metric,
         output=output,
         job_name=job_name,
         max_runtime=max_runtime,
         instance_type=instance_type,
         instance_count=instance_count,
-    ).resolved_against(Path.cwd())
+    )
     if base is None and image is None:
         fail("give a REQUEST.json or at least --image (see `emulator run --help`)")
     request = build_request(base, flags, str(default_home() / "output"))

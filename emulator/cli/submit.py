@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from emulator import api
-from emulator.cli.flags import pairs, request_options, s3_options
+from emulator.cli.flags import request_options, request_overrides, s3_options
 from emulator.config import default_home, s3_settings_from_flags
-from emulator.request.build import Overrides, build_request, load_request
+from emulator.request.build import build_request, load_request
 
 if TYPE_CHECKING:
     from emulator.submit.options import SubmitOptions, SubmitResult
@@ -104,21 +104,21 @@ def submit(
     from emulator.cli.main import LogEcho, fail, stderr_console
 
     base, base_dir = load_request(request_file) if request_file else (None, Path.cwd())
-    flags = Overrides(
+    flags = request_overrides(
         image=image,
-        entrypoint=list(entrypoint),
-        arguments=list(arguments),
+        entrypoint=entrypoint,
+        arguments=arguments,
         input_mode=input_mode,
-        channels=pairs(channel, "--channel"),
-        hyperparameters=pairs(hyperparameter, "--hyperparameter"),
-        environment=pairs(env, "--env"),
-        metrics=pairs(metric, "--metric"),
+        channel=channel,
+        hyperparameter=hyperparameter,
+        env=env,
+        metric=metric,
         output=output,
         job_name=job_name,
         max_runtime=max_runtime,
         instance_type=instance_type,
         instance_count=instance_count,
-    ).resolved_against(Path.cwd())
+    )
     if base is None and image is None:
         fail("give a REQUEST.json or at least --image (see `emulator submit --help`)")
     request = build_request(base, flags, str(default_home() / "output"))
