@@ -32,6 +32,7 @@ from emulator.cli.flags import (
 from emulator.cli.kept import rm as rm_command
 from emulator.cli.kept import shell as shell_command
 from emulator.cli.metrics import metrics
+from emulator.cli.rehearsal import rehearsal_options
 from emulator.cli.serve import serve
 from emulator.cli.submit import submit
 from emulator.config import default_home
@@ -97,6 +98,7 @@ def main() -> None:
 @machine_options
 @s3_options
 @debug_options
+@rehearsal_options
 @click.option("--replace", is_flag=True, help="Discard an earlier finished job of the same name.")
 @click.option("--json", "as_json", is_flag=True, help="Print only the job record, as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display and no status lines.")
@@ -128,6 +130,8 @@ def run(
     publish: tuple[str, ...],
     code: Path | None,
     watch: bool,
+    interrupt_after: tuple[float, ...],
+    inject_internal_error_after: float | None,
     replace: bool,
     as_json: bool,
     quiet: bool,
@@ -192,6 +196,8 @@ def run(
         shell=shell,
         publish=published_ports(publish),
         code_dir=code.resolve() if code is not None else None,
+        interrupt_after=interrupt_after,
+        internal_error_after=inject_internal_error_after,
     )
     if shell:  # algo-1's shell is on this terminal (cli/debug.py)
         check_shell(as_json=as_json)

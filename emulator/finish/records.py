@@ -18,6 +18,7 @@ FINAL_MESSAGES = {
     "Failed": "Training job failed",
     "Stopped": "Training job stopped",
     "MaxRuntimeExceeded": "Training job stopped: MaxRuntimeInSeconds exceeded",
+    "MaxWaitTimeExceeded": "Training job stopped: MaxWaitTimeInSeconds exceeded",
 }
 NOT_ECHOED = ("Tags",)
 
@@ -25,8 +26,19 @@ NOT_ECHOED = ("Tags",)
 @dataclass(frozen=True)
 class Outcome:
     status: str  # Completed | Failed | Stopped
-    secondary: str  # Completed | Failed | Stopped | MaxRuntimeExceeded
+    secondary: str  # Completed | Failed | Stopped | MaxRuntimeExceeded | MaxWaitTimeExceeded
     reason: str | None = None
+
+    def with_lost_output(self, lost: list[str]) -> Outcome:
+        """Output that could not be kept goes into the FailureReason: never a silent Completed
+        (a Completed job becomes Failed; another keeps its status and gets the line added)."""
+        if not lost:
+            return self
+        message = f"InternalServerError: {'; '.join(lost)}"
+        if self.status == "Completed":
+            return Outcome.failed(message)
+        reason = f"{self.reason}; {message}" if self.reason else message
+        return Outcome(self.status, self.secondary, reason)
 
     @staticmethod
     def completed() -> Outcome:
@@ -60,6 +72,9 @@ class JobRecord:
         self.modified = self.created
         self.training_start: datetime | None = None
         self.training_end: datetime | None = None
+        # Between rounds (a spot interruption, a retry) no host runs: not billed.
+        self.paused_at: datetime | None = None
+        self.paused_seconds = 0.0
         self.failure_reason: str | None = None
         self.model_artifacts: str | None = None
         self.final_metrics: list[dict[str, Any]] = []
@@ -77,7 +92,18 @@ class JobRecord:
         self.modified = moment
 
     def training_started(self) -> None:
-        self.training_start = now()
+        """The hosts start: TrainingStartTime at the first round, the pause ends at the
+        next ones."""
+        moment = now()
+        if self.training_start is None:
+            self.training_start = moment
+        if self.paused_at is not None:
+            self.paused_seconds += (moment - self.paused_at).total_seconds()
+            self.paused_at = None
+
+    def round_ended(self) -> None:
+        """The hosts of a round have stopped; another round will start them again."""
+        self.paused_at = now()
 
     def fail(self, reason: str) -> None:
         self.failure_reason = reason[:1024]
@@ -95,6 +121,9 @@ class JobRecord:
         self.status = status
         if self.training_start is not None and self.training_end is None:
             self.training_end = self.modified
+            if self.paused_at is not None:  # ended between two rounds
+                self.paused_seconds += (self.training_end - self.paused_at).total_seconds()
+                self.paused_at = None
 
     def describe(self) -> dict[str, Any]:
         request = {k: copy.deepcopy(v) for k, v in self.spec.request.items() if k not in NOT_ECHOED}
@@ -124,9 +153,9 @@ class JobRecord:
             record["TrainingStartTime"] = stamp(self.training_start)
         if self.training_end is not None and self.training_start is not None:
             record["TrainingEndTime"] = stamp(self.training_end)
-            seconds = int((self.training_end - self.training_start).total_seconds())
-            record["TrainingTimeInSeconds"] = seconds
-            record["BillableTimeInSeconds"] = seconds
+            training = (self.training_end - self.training_start).total_seconds()
+            record["TrainingTimeInSeconds"] = int(training)
+            record["BillableTimeInSeconds"] = int(max(0.0, training - self.paused_seconds))
         if self.failure_reason is not None:
             record["FailureReason"] = self.failure_reason
         if self.model_artifacts is not None:

@@ -9,7 +9,11 @@
                  it runs; the supervisor applies the completion rule (supervisor.py)
     Uploading    checkpoints synced a last time; model.tar.gz / output.tar.gz packed and written,
                  on success, stop AND failure, while the containers and network are removed
-    Completed | Failed | Stopped (MaxRuntimeExceeded, Stopped)
+    Completed | Failed | Stopped (MaxRuntimeExceeded, MaxWaitTimeExceeded, Stopped)
+
+A spot interruption or an internal error to retry (rehearsed: rounds.py) ends a round instead:
+its hosts are stopped, its checkpoints synced a last time, its resources removed, and the job
+starts again at Starting on fresh hosts, as many rounds as it takes.
 
 Every resource is registered on an ExitStack the moment it exists, so containers, the network,
 staged data and the work dir are removed whatever happens: failure, timeout, stop, Ctrl-C. The
@@ -32,6 +36,7 @@ Artifacts of every host are packed in every case (see finish/artifacts.py for na
 
 from __future__ import annotations
 
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from emulator.config import effective_s3_settings, resolve_region
 from emulator.engine import Container, ContainerPlan, DockerEngine, JobNetwork, Mount
-from emulator.errors import EmulatorError, JobExists, JobNotFound
+from emulator.errors import EmulatorError
 from emulator.finish import publish
 from emulator.finish.artifacts import failure_reason
 from emulator.finish.records import JobRecord, Outcome
@@ -58,14 +63,15 @@ from emulator.run.debugging import announce_ports, check_debugging, debug_plans
 from emulator.run.hosts import JobHosts, resource_name
 from emulator.run.kept import keep_job
 from emulator.run.options import RunOptions
+from emulator.run.registration import check_name_free, create_record
 from emulator.run.resources import ResourceMonitor
+from emulator.run.rounds import Restart, Rounds, check_rehearsal
 from emulator.run.saver import RecordSaver
 from emulator.run.signals import deferred, signals_deferred
-from emulator.run.supervisor import StopCause, Supervisor, outcome
+from emulator.run.supervisor import Ending, StopCause, Supervisor, outcome
 from emulator.run.workdir import check_work_root, claim, make_work_dir, remove_work_dir
 from emulator.stage.stager import ChannelStager, ResolvedChannel, resolve_channels
 from emulator.state.store import JobStore
-from emulator.state.tags import JobTags
 
 if TYPE_CHECKING:
     from emulator.checkpoints.sync import CheckpointSync
@@ -101,6 +107,7 @@ def _training_job(request: dict[str, Any] | JobSpec, options: RunOptions | None)
     options = options or RunOptions()
     spec = request if isinstance(request, JobSpec) else parse_request(request)
     spec = resolve_local_paths(spec, options.base_dir or Path.cwd())
+    check_rehearsal(spec, options)  # --interrupt-after, --inject-internal-error-after
     return TrainingJob(spec, options)
 
 
@@ -134,6 +141,7 @@ class TrainingJob:
         self.aws_environment: dict[str, str] = {}  # {} unless pass_aws_credentials
         self.registered = False  # by ``register``: the record exists before the run
         self.code_mounts: list[Mount] = []  # --code: DIR read-only at /opt/ml/code
+        self.rounds = Rounds(spec, options, created=time.monotonic())
 
     def register(self) -> None:
         """Take the job's name and record it (InProgress, Starting) before it runs."""
@@ -200,30 +208,10 @@ class TrainingJob:
     # -- before anything exists --------------------------------------------------------------
 
     def _create_record(self) -> None:
-        """Register the job's record and its request's Tags (a replaced job's go)."""
-        self.store.create(self.record.describe(), replace=self.options.replace)
-        tags = JobTags(self.store)
-        tags.forget(self.spec.name)
-        tags.add(
-            self.spec.name,
-            {t["Key"]: t.get("Value", "") for t in self.spec.request.get("Tags", [])},
-        )
+        create_record(self.store, self.spec, self.record.describe(), self.options.replace)
 
     def _check_name_free(self) -> None:
-        """Refuse a name already taken, as ``store.create`` would, before any slow check.
-        With --replace the decision (is the old job's process still alive?) is left to
-        ``store.create``."""
-        if self.options.replace:
-            return
-        try:
-            existing = self.store.get(self.spec.name)
-        except JobNotFound:
-            return
-        raise JobExists(
-            f"Training job {self.spec.name!r} already exists (status "
-            f"{existing.get('TrainingJobStatus')}); job names are unique, as in SageMaker: "
-            "choose another --job-name, or pass --replace to discard the old record"
-        )
+        check_name_free(self.store, self.spec.name, self.options.replace)
 
     def _preflight(self, engine: DockerEngine) -> dict[str, ResolvedChannel]:
         """Everything that can be refused before anything exists."""
@@ -263,23 +251,50 @@ class TrainingJob:
     def _run_stages(
         self, engine: DockerEngine, channels: dict[str, ResolvedChannel], cleanup: ExitStack
     ) -> None:
-        hosts = JobHosts(
-            engine, self.spec.name, hosts=len(self.hosts), isolated=self.spec.network_isolation
-        )
-        work, layouts = self._starting(engine, hosts, cleanup)
-        staged = self._downloading(channels, work, layouts, cleanup)
-        ended = self._training(hosts, work, layouts, staged, cleanup)
+        # After an error or an interrupt: the containers are removed first (the rounds'
+        # cleanups: their output ends), then the log readers stop, saying what they did not
+        # pass on. On the way to the end, ``logs.wait`` has read every host's output before
+        # any removal.
+        cleanup.callback(self.logs.close)
+        starting = "Preparing the instances for training"
+        while True:
+            round_cleanup = cleanup.enter_context(ExitStack())  # this round's resources
+            hosts = JobHosts(
+                engine, self.spec.name, hosts=len(self.hosts), isolated=self.spec.network_isolation
+            )
+            work, layouts = self._starting(engine, hosts, round_cleanup, starting)
+            staged = self._downloading(channels, work, layouts, round_cleanup)
+            ended = self._training(hosts, work, layouts, staged, round_cleanup)
+            if not isinstance(ended, Restart):
+                break
+            self._next_round(hosts, staged, round_cleanup, ended)
+            starting = ended.starting
         # The hosts are done with: their containers (and the network) go while the artifacts
         # are packed and the staged data and work dir removed (``hosts.finish`` waits).
         hosts.tear_down()
         self._uploading(engine, layouts, staged.checkpoints, ended)
 
+    def _next_round(
+        self, hosts: JobHosts, staged: Staged, round_cleanup: ExitStack, restart: Restart
+    ) -> None:
+        """A round ended for another to start: its checkpoints synced a last time, then
+        everything it made removed (hosts, staged data, work dir), as a reclaimed instance's
+        would be."""
+        self.record.round_ended()  # no host runs until the next round's Training
+        hosts.tear_down()
+        staged.checkpoints.finish()  # what could not be synced fails the job (ClientError)
+        with signals_deferred() as arrived:
+            round_cleanup.close()
+        if arrived:  # Ctrl-C or SIGTERM between rounds: the job is stopped
+            raise KeyboardInterrupt
+        self.options.notice(restart.notice)
+
     def _starting(
-        self, engine: DockerEngine, hosts: JobHosts, cleanup: ExitStack
+        self, engine: DockerEngine, hosts: JobHosts, cleanup: ExitStack, message: str
     ) -> tuple[Path, list[HostLayout]]:
         """The work dir, the job network (made in the background while each host's /opt/ml
         tree and config files are written and the data staged)."""
-        self._transition("Starting", "Preparing the instances for training")
+        self._transition("Starting", message)
         # The cleanup's last step: the containers and network removed, or their removal (in
         # the background since the hosts stopped: tear_down) waited for.
         cleanup.callback(hosts.finish)
@@ -334,12 +349,9 @@ class TrainingJob:
         layouts: list[HostLayout],
         staged: Staged,
         cleanup: ExitStack,
-    ) -> Outcome:
-        """One container per host, run to the job's end under the completion rule."""
-        # After an error or an interrupt: the containers are removed first (their output
-        # ends), then the log readers stop, saying what they did not pass on. On the way to
-        # the end, ``logs.wait`` below has read every host's output before any removal.
-        cleanup.callback(self.logs.close)
+    ) -> Outcome | Restart:
+        """One container per host, run to the round's end under the completion rule: the
+        job's Outcome, or the Restart of another round."""
         cleanup.callback(hosts.clean_up_containers)  # each one from its creation on
         network = deferred(hosts.network)
         name = resource_name(self.spec.name, work)
@@ -358,10 +370,18 @@ class TrainingJob:
         self.record.training_started()
         staged.stager.start_feeding()
         staged.checkpoints.start()
-        ended = self._supervise(hosts, containers, layouts)
+        ending, ran_seconds = self._supervise(hosts, containers)
         self.logs.wait()  # no fixed timeout: every line reaches the file, metrics and sink
-        ended = _with_lost_output(ended, self.logs.lost())
         feeding_failures = staged.stager.stop_feeding()
+        restart = self.rounds.ended(ending.cause, ran_seconds)
+        if restart is not None:
+            return restart
+        failure_files = {layout.host.name: layout.failure_file for layout in layouts}
+        ended = outcome(
+            ending,
+            lambda host, code: failure_reason(code, failure_files[host]),
+            len(self.hosts),
+        ).with_lost_output(self.logs.lost())
         if feeding_failures and ended.status == "Completed":
             # The container saw a truncated channel: SageMaker fails such a job on its side.
             ended = Outcome.failed(f"ClientError: {'; '.join(feeding_failures)}")
@@ -406,41 +426,39 @@ class TrainingJob:
             extra_mounts=[*mounts[layout.host.name], *self.code_mounts],
         )
 
-    def _supervise(
-        self, hosts: JobHosts, containers: list[Container], layouts: list[HostLayout]
-    ) -> Outcome:
-        """Start every host (all at once) and wait for the job's end (supervisor.py); the
-        wait wakes as soon as a host exits (``JobHosts.sleep``).
+    def _supervise(self, hosts: JobHosts, containers: list[Container]) -> tuple[Ending, float]:
+        """Start every host (all at once) and wait for the round's end (supervisor.py): how
+        it ended, and the seconds the hosts ran. The wait wakes as soon as a host exits
+        (``JobHosts.sleep``).
 
         Signals are deferred for the whole phase and polled by the wait loop: a
         KeyboardInterrupt raised inside a Docker call could leave the client's connection pool
         locked, and the stop that follows would then hang."""
         with signals_deferred() as signals:
+            began = time.monotonic()
             started = hosts.start(containers)
             announce_ports(containers, self.options)  # --publish: where each port is reached
             supervisor = Supervisor(started, self.options.stop_grace_seconds, sleep=hosts.sleep)
             ending = supervisor.run(
-                self.spec.max_runtime_seconds,
+                self.rounds.deadlines(),
                 signals,
                 stop_requested=lambda: self.store.stop_requested(self.spec.name),
                 on_stop=self._stopping,
             )
+            ran_seconds = time.monotonic() - began
         if ending.interrupted:
             self.interrupted = True  # the job ended as it did; the signal still ends the run
         # Those that never started: their output ends only when they are removed.
         running = {host.host for host in started if host in supervisor.started}
         deferred(hosts.remove_containers, [c for c in containers if c.host not in running])
         hosts.release_network()  # every host has stopped
-        failure_files = {layout.host.name: layout.failure_file for layout in layouts}
-        return outcome(
-            ending,
-            lambda host, code: failure_reason(code, failure_files[host]),
-            len(self.hosts),
-        )
+        return ending, ran_seconds
 
     def _stopping(self, cause: StopCause, message: str) -> None:
         self.options.notice(message)
-        if cause is not StopCause.FAILURE:
+        if cause is StopCause.INTERRUPTED:
+            self._transition("Interrupted", "The spot instances were interrupted")
+        elif cause not in (StopCause.FAILURE, StopCause.INTERNAL_ERROR):
             self._transition("Stopping", "Stopping the training job")
 
     # -- records -----------------------------------------------------------------------------
@@ -453,15 +471,3 @@ class TrainingJob:
     def _save(self) -> None:
         """Write the record now, after any transition still being written."""
         self.saver.save_now(self.record.describe())
-
-
-def _with_lost_output(ended: Outcome, lost: list[str]) -> Outcome:
-    """Output that could not be kept goes into the FailureReason: never a silent Completed
-    (a Completed job becomes Failed; another keeps its status and gets the line added)."""
-    if not lost:
-        return ended
-    message = f"InternalServerError: {'; '.join(lost)}"
-    if ended.status == "Completed":
-        return Outcome.failed(message)
-    reason = f"{ended.reason}; {message}" if ended.reason else message
-    return Outcome(ended.status, ended.secondary, reason)

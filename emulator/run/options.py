@@ -79,3 +79,8 @@ class RunOptions:
     publish: tuple[PublishedPort, ...] = ()
     # mounted read-only at /opt/ml/code in every host, as the SDK's source_dir would be
     code_dir: Path | None = None
+    # Rehearsing the cloud (README "Rehearsing spot training"): a managed spot job is
+    # interrupted at each of these seconds of training time, counted over all its rounds
+    interrupt_after: tuple[float, ...] = ()
+    # an internal error this many seconds into every attempt's training (RetryStrategy)
+    internal_error_after: float | None = None

@@ -14,7 +14,10 @@ The completion rule:
   host that exited 137, with the FailureReason "ClientError: the container of algo-N was
   removed from outside the emulator, exit code: 137";
 * MaxRuntimeInSeconds, ``emulator stop`` and Ctrl-C/SIGTERM stop every host (SIGTERM, grace,
-  SIGKILL) and the job is Stopped (MaxRuntimeExceeded or Stopped), whatever the exit codes.
+  SIGKILL) and the job is Stopped (MaxRuntimeExceeded or Stopped), whatever the exit codes;
+* so do the other deadlines a job gives (``Deadline``): MaxWaitTimeInSeconds (Stopped,
+  MaxWaitTimeExceeded), a rehearsed spot interruption and an injected internal error (the
+  round ends; the job decides whether another one starts: run/rounds.py).
 
 The supervisor sees hosts through the small ``Host`` protocol (a container, in a job), and time
 through an injectable clock, so the rule is tested in milliseconds with fake hosts.
@@ -58,7 +61,33 @@ class StopCause(enum.Enum):
 
     FAILURE = "Failed"  # a host failed: the others are stopped
     MAX_RUNTIME = "MaxRuntimeExceeded"
+    MAX_WAIT = "MaxWaitTimeExceeded"  # a managed spot job's whole time, waits included
     STOPPED = "Stopped"  # StopTrainingJob, `emulator stop`, Ctrl-C or SIGTERM
+    INTERRUPTED = "Interrupted"  # a rehearsed spot interruption: the job starts again
+    INTERNAL_ERROR = "InternalServerError"  # an injected internal error: retried or Failed
+
+
+# SageMaker's FailureReason for a job its own side failed (the retries, if any, exhausted).
+INTERNAL_ERROR_REASON = "InternalServerError: We encountered an internal error. Please try again."
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A moment that stops every host: ``seconds`` after the supervisor started them (zero or
+    less: at once), with the cause the ending gets and the notice ``on_stop`` hears."""
+
+    seconds: float
+    cause: StopCause
+    message: str
+
+
+def max_runtime(limit: int, remaining: float | None = None) -> Deadline:
+    """MaxRuntimeInSeconds as a deadline: ``remaining`` seconds of it (all of it by default;
+    less when earlier rounds of the job used some)."""
+    seconds = limit if remaining is None else remaining
+    return Deadline(
+        seconds, StopCause.MAX_RUNTIME, f"MaxRuntimeInSeconds ({limit}) reached: stopping"
+    )
 
 
 @dataclass(frozen=True)
@@ -76,8 +105,12 @@ class Ending:
 def outcome(ending: Ending, failure_reason: Callable[[str, int], str], hosts: int) -> Outcome:
     """The job's Outcome under the completion rule; ``failure_reason(host, code)`` words an
     algorithm failure from that host's failure file."""
-    if ending.cause in (StopCause.MAX_RUNTIME, StopCause.STOPPED):
+    if ending.cause in (StopCause.MAX_RUNTIME, StopCause.MAX_WAIT, StopCause.STOPPED):
         return Outcome.stopped(ending.cause.value)
+    if ending.cause is StopCause.INTERNAL_ERROR:
+        return Outcome.failed(INTERNAL_ERROR_REASON)
+    if ending.cause is StopCause.INTERRUPTED:
+        raise ValueError("an interrupted round is not the job's ending: the job starts again")
     host, code = ending.failed_host, ending.exit_code
     if host is None:
         return Outcome.completed()
@@ -107,7 +140,6 @@ class Supervisor:
         self.grace_seconds = grace_seconds
         self.exits: dict[str, Exit] = {}
         self.kill_at: float | None = None
-        self._max_runtime = 0
         self._clock = clock
         self._sleep = sleep
 
@@ -115,15 +147,15 @@ class Supervisor:
 
     def run(
         self,
-        max_runtime_seconds: int,
+        deadlines: Sequence[Deadline],
         signals: list[int],
         stop_requested: Callable[[], bool],
         on_stop: Callable[[StopCause, str], None],
     ) -> Ending:
-        """Start every host, then wait for the job's end: all exit, a failure, the runtime
-        limit, a stop request, or a signal (``signals`` fills as they arrive; the first asks
-        for a stop, the second kills). ``on_stop`` hears of each stop the emulator begins,
-        with the notice to give."""
+        """Start every host, then wait for the job's end: all exit, a failure, the first of
+        the ``deadlines`` (the runtime limit: ``max_runtime``), a stop request, or a signal
+        (``signals`` fills as they arrive; the first asks for a stop, the second kills).
+        ``on_stop`` hears of each stop the emulator begins, with the notice to give."""
         started_at = self._clock()
         for host in self.hosts:
             try:
@@ -131,8 +163,12 @@ class Supervisor:
             except StartFailed as exc:
                 return self._start_failed(host, exc, signals, on_stop)
             self.started.append(host)
-        self._max_runtime = max_runtime_seconds
-        return self._watch(started_at + max_runtime_seconds, signals, stop_requested, on_stop)
+        # Earliest first; a tie goes to the deadline given first.
+        due = sorted(
+            ((started_at + d.seconds, index, d) for index, d in enumerate(deadlines)),
+            key=lambda item: item[:2],
+        )
+        return self._watch([(at, d) for at, _, d in due], signals, stop_requested, on_stop)
 
     def _start_failed(
         self,
@@ -157,7 +193,7 @@ class Supervisor:
 
     def _watch(
         self,
-        deadline: float,
+        deadlines: list[tuple[float, Deadline]],
         signals: list[int],
         stop_requested: Callable[[], bool],
         on_stop: Callable[[StopCause, str], None],
@@ -177,9 +213,10 @@ class Supervisor:
             if cause is None and self.first_failure() is not None:
                 cause = StopCause.FAILURE
                 self.stop_all()
-            if cause is None and now >= deadline:
-                cause = StopCause.MAX_RUNTIME
-                on_stop(cause, f"MaxRuntimeInSeconds ({self._max_runtime}) reached: stopping")
+            if cause is None and deadlines and now >= deadlines[0][0]:
+                reached = deadlines[0][1]
+                cause = reached.cause
+                on_stop(cause, reached.message)
                 self.stop_all()
             if cause is None and now >= next_stop_check:
                 next_stop_check = now + STOP_CHECK_SECONDS

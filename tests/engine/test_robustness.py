@@ -22,7 +22,7 @@ from emulator.request.validation import parse_request
 from emulator.run.job import TrainingJob
 from emulator.run.options import RunOptions
 from emulator.run.signals import deferred
-from emulator.run.supervisor import StopCause, Supervisor, outcome
+from emulator.run.supervisor import StopCause, Supervisor, max_runtime, outcome
 from emulator.state.store import JobStore
 from emulator.storage.local import LocalSource
 from tests.fixtures.cli import probe_env
@@ -89,7 +89,10 @@ def test_a_host_that_cannot_start_gets_the_started_ones_killed_after_the_grace(
 
         def supervise() -> None:
             ending = Supervisor(containers, grace_seconds=1).run(
-                86400, [], stop_requested=lambda: False, on_stop=lambda cause, message: None
+                [max_runtime(86400)],
+                [],
+                stop_requested=lambda: False,
+                on_stop=lambda cause, message: None,
             )
             outcomes.append(outcome(ending, lambda host, code: "unused", hosts=2))
 
@@ -123,7 +126,7 @@ def test_a_second_signal_kills_the_hosts_at_once(jobs: JobRunner) -> None:
         supervisor = Supervisor([container], grace_seconds=300)
         started = time.monotonic()
         ending = supervisor.run(
-            86400,
+            [max_runtime(86400)],
             [signal.SIGINT, signal.SIGINT],  # the first asks for a stop, the second kills
             stop_requested=lambda: False,
             on_stop=lambda cause, message: None,

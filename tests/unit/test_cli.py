@@ -174,3 +174,16 @@ def test_an_empty_state_dir_lists_no_jobs(cli: Cli) -> None:
     result = cli("list")
     assert result.exit_code == 0
     assert result.stdout.split() == ["name", "status", "secondary", "status", "created"]
+
+
+def test_a_spot_interruption_is_refused_for_a_job_that_is_not_managed_spot(cli: Cli) -> None:
+    result = cli("run", "--image", PROBE, "--interrupt-after", "5")
+    assert_usage_error(result, "only a managed spot job is interrupted")
+
+
+@pytest.mark.parametrize("flag", ["--interrupt-after", "--inject-internal-error-after"])
+def test_rehearsal_times_must_be_positive(cli: Cli, flag: str) -> None:
+    result = cli("run", "--image", PROBE, flag, "0")
+    assert result.exit_code == 2
+    assert f"Invalid value for '{flag}'" in result.stderr
+    assert "Traceback" not in result.output

@@ -225,3 +225,49 @@ def test_a_request_without_stopping_condition_reports_the_default_limit(
     described = JobRecord(parse_request(request), ARN).describe()
     # StoppingCondition is a required member of DescribeTrainingJob's response.
     assert described["StoppingCondition"] == {"MaxRuntimeInSeconds": 86400}
+
+
+def test_billable_time_leaves_out_the_pauses_between_rounds(
+    clock: Callable[[float], None],
+) -> None:
+    record = new_record()
+    record.transition("Training", "Training image download completed. Training in progress.")
+    record.training_started()
+    clock(10)
+    record.transition("Interrupted", "The spot instances were interrupted")
+    record.round_ended()
+    clock(4)  # the next round is prepared: no host runs
+    record.transition("Training", "Training image download completed. Training in progress.")
+    record.training_started()
+    clock(6)
+    record.finish(Outcome.completed(), [])
+    described = record.describe()
+    assert described["TrainingStartTime"] == iso(0)  # the first round's
+    assert described["TrainingTimeInSeconds"] == 20
+    assert described["BillableTimeInSeconds"] == 16
+
+
+def test_a_job_ending_between_rounds_bills_none_of_the_pause(
+    clock: Callable[[float], None],
+) -> None:
+    record = new_record()
+    record.training_started()
+    clock(10)
+    record.round_ended()
+    clock(5)
+    record.finish(Outcome.stopped("Stopped"), [])
+    assert record.describe()["BillableTimeInSeconds"] == 10
+    assert record.describe()["TrainingTimeInSeconds"] == 15
+
+
+def test_lost_output_fails_a_completed_job_and_is_added_to_another() -> None:
+    lost = ["the output of algo-1 was cut short"]
+    assert Outcome.completed().with_lost_output(lost) == Outcome.failed(
+        "InternalServerError: the output of algo-1 was cut short"
+    )
+    stopped = Outcome.stopped("Stopped").with_lost_output(lost)
+    assert (stopped.status, stopped.reason) == (
+        "Stopped",
+        "InternalServerError: the output of algo-1 was cut short",
+    )
+    assert Outcome.completed().with_lost_output([]) == Outcome.completed()

@@ -14,7 +14,15 @@ import pytest
 
 from emulator.engine import Exit, StartFailed
 from emulator.finish.records import Outcome
-from emulator.run.supervisor import Ending, StopCause, Supervisor, outcome
+from emulator.run.supervisor import (
+    INTERNAL_ERROR_REASON,
+    Deadline,
+    Ending,
+    StopCause,
+    Supervisor,
+    max_runtime,
+    outcome,
+)
 
 GRACE = 30.0
 
@@ -80,7 +88,7 @@ def supervise(
     clock: FakeClock,
     hosts: list[FakeHost],
     *,
-    max_runtime: int = 86400,
+    limit: int = 86400,
     signals: list[int] | None = None,
     stop_after: float | None = None,
 ) -> Run:
@@ -88,7 +96,7 @@ def supervise(
     started_at = clock.now
     supervisor = Supervisor(hosts, GRACE, clock=clock, sleep=clock.sleep)
     ending = supervisor.run(
-        max_runtime,
+        [max_runtime(limit)],
         signals if signals is not None else [],
         stop_requested=lambda: stop_after is not None and clock.now - started_at >= stop_after,
         on_stop=lambda cause, message: stops.append((cause, message)),
@@ -162,7 +170,7 @@ def test_a_host_that_cannot_start_fails_the_job_and_stops_those_started(clock: F
 
 def test_max_runtime_stops_the_job_whatever_the_exit_codes(clock: FakeClock) -> None:
     hosts = [FakeHost("algo-1", clock), FakeHost("algo-2", clock, ignores_term=True)]
-    run = supervise(clock, hosts, max_runtime=60)
+    run = supervise(clock, hosts, limit=60)
     assert run.outcome() == Outcome.stopped("MaxRuntimeExceeded")
     assert run.stops == [(StopCause.MAX_RUNTIME, "MaxRuntimeInSeconds (60) reached: stopping")]
     assert hosts[0].signals[0] == ("SIGTERM", pytest.approx(run.started_at + 60, abs=0.2))
@@ -203,6 +211,48 @@ def test_a_container_removed_from_outside_is_a_client_error(clock: FakeClock) ->
 
 def test_a_stop_is_not_turned_into_a_failure_by_the_exits_it_causes(clock: FakeClock) -> None:
     hosts = [FakeHost("algo-1", clock), FakeHost("algo-2", clock)]
-    run = supervise(clock, hosts, max_runtime=10)
+    run = supervise(clock, hosts, limit=10)
     assert {exit.code for exit in run.supervisor.exits.values()} == {143}
     assert run.outcome() == Outcome.stopped("MaxRuntimeExceeded")
+
+
+def test_the_earliest_deadline_stops_the_hosts_with_its_cause(clock: FakeClock) -> None:
+    stops: list[tuple[StopCause, str]] = []
+    supervisor = Supervisor([FakeHost("algo-1", clock)], GRACE, clock=clock, sleep=clock.sleep)
+    started_at = clock.now
+    ending = supervisor.run(
+        [
+            max_runtime(60),
+            Deadline(12, StopCause.INTERRUPTED, "interrupted"),
+            Deadline(20, StopCause.INTERNAL_ERROR, "internal error"),
+        ],
+        [],
+        stop_requested=lambda: False,
+        on_stop=lambda cause, message: stops.append((cause, message)),
+    )
+    assert ending.cause is StopCause.INTERRUPTED
+    assert stops == [(StopCause.INTERRUPTED, "interrupted")]
+    assert clock.now - started_at == pytest.approx(12, abs=0.3)
+    with pytest.raises(ValueError, match="not the job's ending"):
+        outcome(ending, lambda host, code: "unused", 1)
+
+
+def test_a_deadline_already_past_stops_the_hosts_at_once(clock: FakeClock) -> None:
+    supervisor = Supervisor([FakeHost("algo-1", clock)], GRACE, clock=clock, sleep=clock.sleep)
+    started_at = clock.now
+    ending = supervisor.run(
+        [max_runtime(60, remaining=-3)], [], lambda: False, lambda cause, message: None
+    )
+    assert outcome(ending, lambda host, code: "unused", 1) == Outcome.stopped("MaxRuntimeExceeded")
+    assert clock.now - started_at < 0.5
+
+
+@pytest.mark.parametrize(
+    ("cause", "expected"),
+    [
+        (StopCause.MAX_WAIT, Outcome.stopped("MaxWaitTimeExceeded")),
+        (StopCause.INTERNAL_ERROR, Outcome.failed(INTERNAL_ERROR_REASON)),
+    ],
+)
+def test_the_other_causes_outcomes(cause: StopCause, expected: Outcome) -> None:
+    assert outcome(Ending(cause=cause), lambda host, code: "unused", 1) == expected
