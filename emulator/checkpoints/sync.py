@@ -1,4 +1,8 @@
-"""CheckpointConfig: restored before the job starts, synced back while it runs and at its end.
+"""Folders synced with a location while the job runs: CheckpointConfig (restored before the
+job starts, synced back while it runs and at its end), and the folders SageMaker only uploads,
+TensorBoardOutputConfig and DebugHookConfig (``FolderSync(..., restore=False)``: nothing is
+restored and a file the container deletes stays in the location). One engine for all of them:
+what follows says "checkpoints", and holds for every folder.
 
     check_checkpoint_location(spec)   preflight: the location can be used (nothing exists yet)
     sync = CheckpointSync(spec.checkpoint, {"algo-1": host_dir, ...}, notice)
@@ -97,11 +101,14 @@ def _no_notice(message: str) -> None:
 
 
 def check_checkpoint_location(spec: JobSpec, settings: S3Settings | None = None) -> None:
-    """Preflight: refuse a CheckpointConfig.S3Uri that cannot be used (missing bucket, denied,
+    """Preflight: refuse a CheckpointConfig.S3Uri (or the S3OutputPath of an output folder)
+    that cannot be used (missing bucket, denied,
     unreachable endpoint, a local path that is not a writable directory). ``settings`` reach
     S3 (None: from the environment)."""
     if spec.checkpoint is not None:
         location(spec.checkpoint.uri, settings).check_writable("CheckpointConfig.S3Uri")
+    for folder in spec.output_folders:  # TensorBoardOutputConfig, DebugHookConfig
+        location(folder.uri, settings).check_writable(f"{folder.member}.S3OutputPath")
 
 
 def _quiet_watchdog() -> None:
@@ -139,7 +146,7 @@ class _Host:
 class _EventHandler(FileSystemEventHandler):
     """watchdog handler: any change below a host dir marks the host for a sync."""
 
-    def __init__(self, sync: CheckpointSync, host: str) -> None:
+    def __init__(self, sync: FolderSync, host: str) -> None:
         super().__init__()
         self._sync = sync
         self._host = host
@@ -149,23 +156,27 @@ class _EventHandler(FileSystemEventHandler):
             self._sync._changed(self._host)
 
 
-class CheckpointSync:
-    """Restore, continuous sync and final reconciliation of the hosts' checkpoint dirs (see
-    the module doc). ``checkpoint=None`` (no CheckpointConfig) makes every method a no-op."""
+class FolderSync:
+    """Restore, continuous sync and final reconciliation of one folder of every host with a
+    location (see the module doc). ``uri=None`` makes every method a no-op. ``label`` names
+    the folder in notices and errors ("checkpoint", "TensorBoard output"). Upload-only
+    (``restore=False``): nothing is fetched at the start and deletions are not mirrored."""
 
     def __init__(
         self,
-        checkpoint: CheckpointSpec | None,
+        uri: str | None,
         host_dirs: Mapping[str, Path] | Path,
         notice: Notice = _no_notice,
         progress: Progress = NO_PROGRESS,
         settings: S3Settings | None = None,
+        *,
+        label: str = "checkpoint",
+        restore: bool = True,
     ) -> None:
         dirs = {"algo-1": host_dirs} if isinstance(host_dirs, Path) else dict(host_dirs)
-        self.checkpoint = checkpoint
-        self.store: Location | None = (
-            location(checkpoint.uri, settings) if checkpoint is not None else None
-        )
+        self.label = label
+        self.restores = restore
+        self.store: Location | None = location(uri, settings) if uri is not None else None
         self.notice = notice
         self.progress = progress
         self._hosts = {name: _Host(name, Path(root)) for name, root in dirs.items()}
@@ -181,7 +192,7 @@ class CheckpointSync:
         self._retry_at = 0.0
         self._stopping = False
 
-    def __enter__(self) -> CheckpointSync:
+    def __enter__(self) -> FolderSync:
         return self
 
     def __exit__(
@@ -204,12 +215,12 @@ class CheckpointSync:
         """Copy everything under the location into every host's dir (before the start)."""
         if self.store is None:
             return
-        entries = self.store.listing()
+        entries = self.store.listing() if self.restores else []
         hosts = list(self._hosts.values())
         if entries and hosts:
             first = hosts[0].root
             total = sum(entry.size for entry in entries)
-            self.progress.start("checkpoints", total_bytes=total, total_objects=len(entries))
+            self.progress.start(f"{self.label}s", total_bytes=total, total_objects=len(entries))
             try:
                 self.store.download(entries, first, self.progress)
             finally:
@@ -219,7 +230,8 @@ class CheckpointSync:
                 shutil.copytree(first, host.root, symlinks=True, dirs_exist_ok=True)
                 make_writable(host.root)
             self.notice(
-                f"Restored {len(entries)} checkpoint file(s) ({total} bytes) from {self.store.uri}"
+                f"Restored {len(entries)} {self.label} file(s) ({total} bytes) from "
+                f"{self.store.uri}"
             )
         # Nothing writes the dirs until the containers start: what is there is what was fetched.
         for host in hosts:
@@ -234,7 +246,7 @@ class CheckpointSync:
         if self.store is None or self._worker is not None or self._finished:
             return
         self._restored = True  # from here on the dirs are the job's, restored or not
-        self._worker = threading.Thread(target=self._run, name="checkpoint-sync", daemon=True)
+        self._worker = threading.Thread(target=self._run, name=f"{self.label}-sync", daemon=True)
         self._worker.start()
         self._observer = self._start_observer()
 
@@ -243,7 +255,7 @@ class CheckpointSync:
         try:
             return self._watch(Observer())
         except OSError as exc:  # e.g. out of inotify watches or instances
-            self.notice(f"checkpoint sync: inotify unavailable ({exc}); polling every second")
+            self.notice(f"{self.label} sync: inotify unavailable ({exc}); polling every second")
             return self._watch(PollingObserver(timeout=1))
 
     def _watch(self, observer: BaseObserver) -> BaseObserver:
@@ -296,7 +308,7 @@ class CheckpointSync:
                 with self._wake:
                     self._retry_at = time.monotonic() + RETRY_SECONDS
                 self.notice(
-                    f"checkpoint sync to {self._uri()}: {_summary(errors)}; retrying in "
+                    f"{self.label} sync to {self._uri()}: {_summary(errors)}; retrying in "
                     f"{RETRY_SECONDS:g} s"
                 )
 
@@ -317,7 +329,7 @@ class CheckpointSync:
         for host in self._hosts.values():
             errors += self._sync_host(host)
         if errors:
-            raise SourceError(f"checkpoint sync to {self._uri()} failed: {_summary(errors)}")
+            raise SourceError(f"{self.label} sync to {self._uri()} failed: {_summary(errors)}")
 
     def _stop_threads(self) -> None:
         if self._observer is not None:
@@ -340,6 +352,10 @@ class CheckpointSync:
             self._report_skipped(host, skipped)
             problems: list[str] = []
             removed = sorted(relative for relative in host.sent if relative not in files)
+            if removed and not self.restores:  # upload-only: what was sent stays there
+                for relative in removed:
+                    del host.sent[relative]
+                removed = []
             if removed:
                 failures = self.store.delete(removed)
                 problems += map(str, failures.values())
@@ -393,7 +409,7 @@ class CheckpointSync:
         host.reported.update(new)
         names = ", ".join(new[:5]) + (" ..." if len(new) > 5 else "")
         self.notice(
-            f"{host.name} checkpoints: {len(new)} symlink(s), special file(s) or non-UTF-8 "
+            f"{host.name} {self.label}s: {len(new)} symlink(s), special file(s) or non-UTF-8 "
             f"name(s) not synced (only regular files are): {names}"
         )
 
@@ -410,3 +426,19 @@ def _stop_observer(observer: BaseObserver) -> None:
 def _summary(problems: list[str]) -> str:
     shown = "; ".join(problems[:3])
     return shown + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+
+
+class CheckpointSync(FolderSync):
+    """The hosts' checkpoint dirs and CheckpointConfig (``None``: every method a no-op)."""
+
+    def __init__(
+        self,
+        checkpoint: CheckpointSpec | None,
+        host_dirs: Mapping[str, Path] | Path,
+        notice: Notice = _no_notice,
+        progress: Progress = NO_PROGRESS,
+        settings: S3Settings | None = None,
+    ) -> None:
+        uri = checkpoint.uri if checkpoint is not None else None
+        super().__init__(uri, host_dirs, notice, progress, settings)
+        self.checkpoint = checkpoint

@@ -6,6 +6,9 @@
     <root>/model/          -> /opt/ml/model
     <root>/output/         -> /opt/ml/output         data/, failure
     <root>/checkpoints/    -> CheckpointConfig.LocalPath (only when configured)
+    <root>/synced-N/       -> the LocalPath of TensorBoardOutputConfig / DebugHookConfig, when
+                              it lies outside /opt/ml/output and /opt/ml/model (inside them the
+                              folder is that tree's own subdirectory: output/tensorboard/ ...)
     <root>/pipe_state/     -> /opt/ml/pipe_state      (only with Pipe channels: TensorFlow's
                                                      PipeModeDataset keeps its state there)
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +78,17 @@ class HostLayout:
     def channel_dir(self, channel: str) -> Path:
         return self.data_dir / channel
 
+    def output_folder_dir(self, local_path: str, index: int) -> Path:
+        """Where the host sees what the container writes at ``local_path`` (the ``index``-th
+        of ``JobSpec.output_folders``): a subdirectory of the mounted output or model tree,
+        else a directory of its own, mounted at ``local_path``."""
+        path = posixpath.normpath(local_path)
+        for tree in ("output", "model"):
+            top = f"{CONTAINER_ML}/{tree}"
+            if path == top or path.startswith(top + "/"):
+                return self.root / tree / posixpath.relpath(path, top)
+        return self.root / f"synced-{index}"
+
     def create(self, spec: JobSpec) -> None:
         """Make the directories and write every config file for this host."""
         for directory in (self.config_dir, self.data_dir, self.model_dir, self.output_data_dir):
@@ -86,6 +101,10 @@ class HostLayout:
         if uses_pipe(spec):
             self.pipe_state_dir.mkdir(exist_ok=True)
             os.chmod(self.pipe_state_dir, WRITABLE)
+        for index, folder in enumerate(spec.output_folders):
+            directory = self.output_folder_dir(folder.local_path, index)
+            directory.mkdir(parents=True, exist_ok=True)
+            os.chmod(directory, WRITABLE)
         for name, content in config_files(spec, self.host).items():
             (self.config_dir / name).write_text(json.dumps(content, indent=2) + "\n")
 
@@ -101,6 +120,10 @@ class HostLayout:
             mounts[spec.checkpoint.local_path] = self.checkpoint_dir
         if uses_pipe(spec):
             mounts[f"{CONTAINER_ML}/pipe_state"] = self.pipe_state_dir
+        for index, folder in enumerate(spec.output_folders):
+            directory = self.output_folder_dir(folder.local_path, index)
+            if directory == self.root / f"synced-{index}":  # not inside a mounted tree
+                mounts[folder.local_path] = directory
         return mounts
 
 

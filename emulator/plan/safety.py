@@ -77,6 +77,7 @@ def check_locations(spec: JobSpec) -> None:
     ]
     if spec.checkpoint is not None:
         named.append(("CheckpointConfig.S3Uri", spec.checkpoint.uri))
+    named += [(f"{folder.member}.S3OutputPath", folder.uri) for folder in spec.output_folders]
     named.append(("OutputDataConfig.S3OutputPath", spec.output_path))
     problems = []
     for field, uri in named:

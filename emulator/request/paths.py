@@ -38,9 +38,14 @@ def resolve_local_paths(spec: JobSpec, base_dir: Path) -> JobSpec:
         checkpoint = dataclasses.replace(
             checkpoint, uri=absolute_location(checkpoint.uri, base_dir)
         )
+    folders = tuple(
+        dataclasses.replace(folder, uri=absolute_location(folder.uri, base_dir))
+        for folder in spec.output_folders
+    )
     return dataclasses.replace(
         spec,
         channels=channels,
         output_path=absolute_location(spec.output_path, base_dir),
         checkpoint=checkpoint,
+        output_folders=folders,
     )

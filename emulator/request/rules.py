@@ -73,7 +73,8 @@ def check_semantics(request: dict[Any, Any], out: Problems) -> None:
       unique; channel InstanceGroupNames must name groups of ResourceConfig.InstanceGroups.
     - StoppingCondition: MaxWaitTimeInSeconds >= MaxRuntimeInSeconds (default 86400), and, as
       the real API says, only with EnableManagedSpotTraining true.
-    - CheckpointConfig.LocalPath, when given, is an absolute container path.
+    - CheckpointConfig, TensorBoardOutputConfig and DebugHookConfig LocalPath, when given, is
+      an absolute container path.
     """
     for rule in _SEMANTIC_RULES:
         rule(request, out)
@@ -351,13 +352,22 @@ def _check_stopping(request: dict[Any, Any], out: Problems) -> None:
         )
 
 
+# Members with a LocalPath the emulator mounts and syncs, and an example of it.
+_LOCAL_PATHS = {
+    "CheckpointConfig": DEFAULT_CHECKPOINT_PATH,
+    "TensorBoardOutputConfig": "/opt/ml/output/tensorboard",
+    "DebugHookConfig": "/opt/ml/output/tensors",
+}
+
+
 def _check_checkpoint(request: dict[Any, Any], out: Problems) -> None:
-    local_path = _text(_obj(request.get("CheckpointConfig")).get("LocalPath"))
-    if local_path is not None and not local_path.startswith("/"):
-        out.append(
-            f"CheckpointConfig.LocalPath: must be an absolute path inside the container (got "
-            f"{excerpt(local_path)}); for example {DEFAULT_CHECKPOINT_PATH}"
-        )
+    for member, example in _LOCAL_PATHS.items():
+        local_path = _text(_obj(request.get(member)).get("LocalPath"))
+        if local_path is not None and local_path and not local_path.startswith("/"):
+            out.append(
+                f"{member}.LocalPath: must be an absolute path inside the container (got "
+                f"{excerpt(local_path)}); for example {example}"
+            )
 
 
 def _check_unsupported(request: dict[Any, Any], out: Problems) -> None:

@@ -18,6 +18,8 @@ Distribution = Literal["FullyReplicated", "ShardedByS3Key"]
 DEFAULT_ACCOUNT = "000000000000"
 DEFAULT_MAX_RUNTIME_SECONDS = 86400
 DEFAULT_CHECKPOINT_PATH = "/opt/ml/checkpoints"
+DEFAULT_TENSORBOARD_PATH = "/opt/ml/output/tensorboard"
+DEFAULT_DEBUG_PATH = "/opt/ml/output/tensors"
 HOMOGENEOUS_GROUP = "homogeneousCluster"
 
 
@@ -90,6 +92,20 @@ class CheckpointSpec:
 
 
 @dataclass(frozen=True)
+class OutputFolderSpec:
+    """A folder SageMaker uploads while the job runs (TensorBoardOutputConfig,
+    DebugHookConfig): the container's ``local_path`` goes to ``<uri>/<job>/<suffix>/``."""
+
+    member: str  # the request member, e.g. "TensorBoardOutputConfig"
+    uri: str  # its S3OutputPath (s3://, file:// or a local path)
+    local_path: str
+    suffix: str  # "tensorboard-output" | "debug-output"
+
+    def destination(self, job: str) -> str:
+        return f"{self.uri.rstrip('/')}/{job}/{self.suffix}"
+
+
+@dataclass(frozen=True)
 class JobSpec:
     name: str
     image: str
@@ -105,6 +121,7 @@ class JobSpec:
     output_compression: Literal["GZIP", "NONE"] = "GZIP"
     max_runtime_seconds: int = DEFAULT_MAX_RUNTIME_SECONDS
     checkpoint: CheckpointSpec | None = None
+    output_folders: tuple[OutputFolderSpec, ...] = ()
     network_isolation: bool = False
     role_arn: str = ""
     # Extra /opt/ml/input/config/<file>.json written verbatim from the request, e.g.

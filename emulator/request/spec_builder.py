@@ -12,13 +12,16 @@ from typing import Any
 
 from emulator.request.spec import (
     DEFAULT_CHECKPOINT_PATH,
+    DEFAULT_DEBUG_PATH,
     DEFAULT_MAX_RUNTIME_SECONDS,
+    DEFAULT_TENSORBOARD_PATH,
     ChannelSpec,
     CheckpointSpec,
     DataSourceSpec,
     InstanceGroup,
     JobSpec,
     MetricDefinition,
+    OutputFolderSpec,
     ResourceSpec,
 )
 
@@ -60,6 +63,7 @@ def build_job_spec(request: dict[str, Any]) -> JobSpec:
         output_compression=output.get("CompressionType", "GZIP"),
         max_runtime_seconds=stopping.get("MaxRuntimeInSeconds", DEFAULT_MAX_RUNTIME_SECONDS),
         checkpoint=_checkpoint(request.get("CheckpointConfig")),
+        output_folders=_output_folders(request),
         network_isolation=request.get("EnableNetworkIsolation", False),
         role_arn=request["RoleArn"],
         extra_configs={
@@ -108,3 +112,20 @@ def _checkpoint(config: dict[str, Any] | None) -> CheckpointSpec | None:
     if config is None:
         return None
     return CheckpointSpec(config["S3Uri"], config.get("LocalPath", DEFAULT_CHECKPOINT_PATH))
+
+
+# Folders SageMaker uploads while the job runs: member -> (default LocalPath, key suffix).
+_OUTPUT_FOLDERS = {
+    "TensorBoardOutputConfig": (DEFAULT_TENSORBOARD_PATH, "tensorboard-output"),
+    "DebugHookConfig": (DEFAULT_DEBUG_PATH, "debug-output"),
+}
+
+
+def _output_folders(request: dict[str, Any]) -> tuple[OutputFolderSpec, ...]:
+    folders = []
+    for member, (default_path, suffix) in _OUTPUT_FOLDERS.items():
+        config = request.get(member)
+        if config is not None:
+            local_path = config.get("LocalPath") or default_path
+            folders.append(OutputFolderSpec(member, config["S3OutputPath"], local_path, suffix))
+    return tuple(folders)

@@ -74,7 +74,7 @@ from emulator.stage.stager import ChannelStager, ResolvedChannel, resolve_channe
 from emulator.state.store import JobStore
 
 if TYPE_CHECKING:
-    from emulator.checkpoints.sync import CheckpointSync
+    from emulator.checkpoints.group import SyncGroup
 
 
 def run_training_job(
@@ -116,7 +116,7 @@ class Staged:
     """What the Downloading stage leaves for the containers."""
 
     stager: ChannelStager
-    checkpoints: CheckpointSync | NoCheckpoints
+    checkpoints: SyncGroup | NoCheckpoints
     mounts: dict[str, list[Mount]]  # per host: the staged channels' mounts
 
 
@@ -333,7 +333,7 @@ class TrainingJob:
         mounts = {layout.host.name: stager.stage(layout) for layout in layouts}
         checkpoints = job_checkpoints(
             self.spec,
-            {layout.host.name: layout.checkpoint_dir for layout in layouts},
+            layouts,
             self.options.notice,
             self.options.progress,
             self.s3,
@@ -391,7 +391,7 @@ class TrainingJob:
         self,
         engine: DockerEngine,
         layouts: list[HostLayout],
-        checkpoints: CheckpointSync | NoCheckpoints,
+        checkpoints: SyncGroup | NoCheckpoints,
         ended: Outcome,
     ) -> None:
         """Checkpoints synced a last time; the model and output data packed and written.

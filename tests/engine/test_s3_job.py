@@ -21,7 +21,14 @@ import pytest
 from emulator.errors import RequestInvalid, SourceError
 from emulator.state.store import JobStore
 from tests.fixtures.cli import EMULATOR
-from tests.fixtures.jobs import PROBE, JobRunner, channel, sha256sums, unique_name
+from tests.fixtures.jobs import (
+    PROBE,
+    JobRunner,
+    channel,
+    run_in_thread,
+    sha256sums,
+    unique_name,
+)
 from tests.fixtures.s3 import S3Server, free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.s3]
@@ -187,21 +194,6 @@ def test_compression_none_uploads_every_model_file_big_ones_multipart(
 
 
 # -- checkpoints --------------------------------------------------------------------------------
-
-
-def run_in_thread(jobs: JobRunner, request: dict[str, Any], **options: Any) -> threading.Thread:
-    result: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            result["record"] = jobs.run(request, **options)
-        except BaseException as exc:
-            result["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.result = result  # type: ignore[attr-defined]
-    thread.start()
-    return thread
 
 
 def test_checkpoints_are_restored_synced_while_running_and_at_the_end(

@@ -14,7 +14,12 @@ from pathlib import Path
 import pytest
 
 from emulator.checkpoints.files import fixed_size_file, open_below, scan
-from emulator.checkpoints.sync import DEBOUNCE_SECONDS, CheckpointSync, check_checkpoint_location
+from emulator.checkpoints.sync import (
+    DEBOUNCE_SECONDS,
+    CheckpointSync,
+    FolderSync,
+    check_checkpoint_location,
+)
 from emulator.errors import SourceError
 from emulator.request.spec import CheckpointSpec, JobSpec, ResourceSpec
 from emulator.storage.local_folder import temporary_owner
@@ -377,3 +382,27 @@ def test_s3_unreachable_endpoint_is_refused(
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     with pytest.raises(SourceError, match="cannot reach the S3 endpoint"):
         check_checkpoint_location(job_spec("s3://bucket/ckpt"))
+
+
+def test_an_upload_only_folder_restores_nothing_and_keeps_what_the_container_deleted(
+    tmp_path: Path, hosts: dict[str, Path], no_thread_leaks: None
+) -> None:
+    store = tmp_path / "tensorboard-output"
+    write(store, {"earlier-run.tfevents": b"an earlier job's"})
+    notices: list[str] = []
+    sync = FolderSync(str(store), hosts, notices.append, label="TensorBoard output", restore=False)
+    with sync:
+        sync.restore()
+        assert all(tree(root) == {} for root in hosts.values())  # nothing fetched
+        sync.start()
+        write(hosts["algo-1"], {"run/e.1": b"one", "scratch": b"tmp"})
+        wait_until(lambda: "scratch" in tree(store))
+        (hosts["algo-1"] / "scratch").unlink()
+        write(hosts["algo-1"], {"run/e.2": b"two"})
+    assert tree(store) == {
+        "earlier-run.tfevents": b"an earlier job's",
+        "run/e.1": b"one",
+        "run/e.2": b"two",
+        "scratch": b"tmp",  # deleted in the container, kept in the location
+    }
+    assert notices == []

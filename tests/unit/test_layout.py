@@ -261,3 +261,24 @@ def test_creating_the_layout_twice_rewrites_the_config(tmp_path: Path) -> None:
     layout.create(spec_of(HyperParameters={"a": "1"}))
     layout.create(spec_of(HyperParameters={"b": "2"}))
     assert json.loads((layout.config_dir / "hyperparameters.json").read_text()) == {"b": "2"}
+
+
+def test_output_folders_inside_the_tree_use_it_and_others_get_a_mount(tmp_path: Path) -> None:
+    spec = parse_request(
+        probe_request(
+            tmp_path / "out",
+            TensorBoardOutputConfig={"S3OutputPath": "s3://b/tb"},
+            DebugHookConfig={"S3OutputPath": "s3://b/debug", "LocalPath": "/tmp/tensors"},
+        )
+    )
+    layout = HostLayout(tmp_path / "algo-1", Host("algo-1", "g", "ml.m5.large"))
+    layout.create(spec)
+    tensorboard = layout.output_folder_dir("/opt/ml/output/tensorboard", 0)
+    debug = layout.output_folder_dir("/tmp/tensors", 1)
+    assert tensorboard == layout.output_dir / "tensorboard"
+    assert debug == layout.root / "synced-1"
+    for directory in (tensorboard, debug):
+        assert directory.is_dir() and stat.S_IMODE(directory.stat().st_mode) == 0o777
+    mounts = layout.mounts(spec)
+    assert mounts["/tmp/tensors"] == debug
+    assert "/opt/ml/output/tensorboard" not in mounts  # inside the mounted /opt/ml/output

@@ -27,6 +27,7 @@ from emulator.request.spec import (
     InstanceGroup,
     JobSpec,
     MetricDefinition,
+    OutputFolderSpec,
     ResourceSpec,
 )
 from emulator.request.validation import parse_request, validate_request
@@ -921,6 +922,17 @@ def test_full_request_with_every_member_parses_to_the_expected_spec() -> None:
         output_compression="NONE",
         max_runtime_seconds=3600,
         checkpoint=CheckpointSpec("/tmp/checkpoints", "/opt/ml/checkpoints/run"),
+        output_folders=(
+            OutputFolderSpec(
+                "TensorBoardOutputConfig",
+                "file:///tmp/tb",
+                "/opt/ml/output/tensorboard",
+                "tensorboard-output",
+            ),
+            OutputFolderSpec(
+                "DebugHookConfig", "s3://bucket/debug", "/opt/ml/output/tensors", "debug-output"
+            ),
+        ),
         network_isolation=True,
         role_arn="arn:aws:iam::123456789012:role/service-role/SageMakerRole",
         extra_configs={
@@ -1097,3 +1109,27 @@ def test_pathological_inputs_only_raise_request_invalid() -> None:
     only_request_invalid(cyclic)
     for members in junk:
         only_request_invalid({**load("minimal"), **members})  # no deep copy of the junk
+
+
+def test_output_folders_default_their_local_path_and_go_under_the_job_name() -> None:
+    request = load("minimal")
+    request["TensorBoardOutputConfig"] = {"S3OutputPath": "s3://bucket/tb/"}
+    request["DebugHookConfig"] = {"S3OutputPath": "s3://bucket/debug", "LocalPath": ""}
+    tensorboard, debug = parse_request(request).output_folders
+    assert tensorboard.local_path == "/opt/ml/output/tensorboard"
+    assert tensorboard.destination("job-1") == "s3://bucket/tb/job-1/tensorboard-output"
+    assert debug.local_path == "/opt/ml/output/tensors"
+    assert debug.destination("job-1") == "s3://bucket/debug/job-1/debug-output"
+
+
+@pytest.mark.parametrize("member", ["TensorBoardOutputConfig", "DebugHookConfig"])
+def test_an_output_folder_needs_its_s3_output_path_and_an_absolute_local_path(
+    member: str,
+) -> None:
+    request = load("minimal")
+    request[member] = {"LocalPath": "relative/dir"}
+    problems = validate_request(request)
+    assert any(p.startswith(f"{member}.S3OutputPath") for p in problems), problems
+    assert any(p.startswith(f"{member}.LocalPath: must be an absolute path") for p in problems), (
+        problems
+    )

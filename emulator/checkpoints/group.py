@@ -1,0 +1,57 @@
+"""The folders of one job synced together: its checkpoints and the output folders SageMaker
+uploads while it runs (TensorBoard, debugger), each a ``FolderSync``, restored, started and
+finished as one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from types import TracebackType
+
+from emulator.checkpoints.sync import FolderSync
+from emulator.errors import SourceError
+
+
+class SyncGroup:
+    """Several FolderSyncs behind the interface of one (``restore``, ``start``, ``finish``,
+    and a context manager that syncs a last time however the block ends)."""
+
+    def __init__(self, syncs: Sequence[FolderSync], notice: Callable[[str], None]) -> None:
+        self.syncs = list(syncs)
+        self.notice = notice
+
+    def __enter__(self) -> SyncGroup:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if error is None:
+            self.finish()
+            return
+        try:  # the job broke off: still keep what the hosts wrote, without hiding why
+            self.finish()
+        except SourceError as exc:
+            self.notice(str(exc))
+
+    def restore(self) -> None:
+        for sync in self.syncs:
+            sync.restore()
+
+    def start(self) -> None:
+        for sync in self.syncs:
+            sync.start()
+
+    def finish(self) -> None:
+        """Every folder reconciled (each one, whatever the others do); SourceError naming
+        every folder that could not be synced."""
+        problems = []
+        for sync in self.syncs:
+            try:
+                sync.finish()
+            except SourceError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise SourceError("; ".join(problems))
