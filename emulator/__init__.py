@@ -35,6 +35,7 @@ from emulator.errors import (
 if TYPE_CHECKING:
     from emulator.api import (
         add_tags,
+        check_engine,
         delete_tags,
         describe,
         exec_in_job,
@@ -75,6 +76,7 @@ __all__ = [
     "SubmitOptions",
     "SubmitResult",
     "add_tags",
+    "check_engine",
     "create_training_job",
     "delete_tags",
     "describe",
@@ -105,6 +107,7 @@ _LAZY = {
     "SubmitOptions": "emulator.submit.options",
     "SubmitResult": "emulator.submit.options",
     "add_tags": "emulator.api",
+    "check_engine": "emulator.api",
     "create_training_job": "emulator.api",
     "delete_tags": "emulator.api",
     "describe": "emulator.api",

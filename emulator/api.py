@@ -29,6 +29,7 @@ RUNNING_STATUSES = ("InProgress", "Stopping")
 
 __all__ = [
     "add_tags",
+    "check_engine",
     "create",
     "delete_tags",
     "describe",
@@ -47,6 +48,14 @@ __all__ = [
     "submit",
     "validate",
 ]
+
+
+def check_engine() -> None:
+    """Return when the Docker engine (DOCKER_HOST) answers; raise the EmulatorError saying
+    why it does not otherwise (no engine, no permission on its socket)."""
+    from emulator.engine import DockerEngine
+
+    DockerEngine().close()
 
 
 def run(request: dict[str, Any] | JobSpec, options: RunOptions | None = None) -> dict[str, Any]:

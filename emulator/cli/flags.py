@@ -9,10 +9,9 @@ from typing import Any, TypeVar
 
 import click
 
-from emulator.config import s3_settings_from_flags
 from emulator.plan.hosts import parse_gpus
 from emulator.request.build import Overrides, split_pair
-from emulator.run.options import DEFAULT_STOP_GRACE_SECONDS, PublishedPort, RunOptions
+from emulator.run.options import DEFAULT_STOP_GRACE_SECONDS, PublishedPort
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -240,26 +239,3 @@ def request_overrides(
         instance_type=instance_type,
         instance_count=instance_count,
     ).resolved_against(Path.cwd())
-
-
-def run_options(
-    *,
-    stop_grace: float,
-    gpus: int | None,
-    apply_instance_limits: bool,
-    allow_sensitive_paths: bool,
-    s3_endpoint_url: str | None,
-    profile: str | None,
-    region: str | None,
-    pass_aws_credentials: bool,
-) -> RunOptions:
-    """The RunOptions that ``machine_options`` and ``s3_options`` give (`run` and `serve`)."""
-    return RunOptions(
-        stop_grace_seconds=stop_grace,
-        gpus=gpus,
-        apply_instance_limits=apply_instance_limits,
-        allow_sensitive_paths=allow_sensitive_paths,
-        region=region,
-        s3=s3_settings_from_flags(endpoint_url=s3_endpoint_url, profile=profile, region=region),
-        pass_aws_credentials=pass_aws_credentials,
-    )

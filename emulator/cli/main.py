@@ -26,7 +26,6 @@ from emulator.cli.flags import (
     published_ports,
     request_options,
     request_overrides,
-    run_options,
     s3_options,
 )
 from emulator.cli.kept import rm as rm_command
@@ -38,7 +37,7 @@ from emulator.cli.submit import submit
 from emulator.config import default_home
 from emulator.errors import EmulatorError, RequestInvalid
 from emulator.request.build import build_request, load_request
-from emulator.run.options import RunOptions
+from emulator.run.options import RunOptions, run_options
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -113,8 +113,10 @@ def print_summary(console: Console, record: dict[str, Any]) -> None:
 
 def print_resource_use(console: Console, use: ResourceUse) -> None:
     """Each host's peak memory and CPU against its instance type's, then a warning for each
-    host that would not fit there, and why a host was not compared."""
-    if not use.hosts:
+    host that would not fit there, and why a host was not compared. Nothing at all when no
+    host was sampled (a job shorter than the first sample): there is nothing to compare."""
+    sampled = [h for h in use.hosts if h.peak_memory_bytes is not None or h.peak_cpu_percent]
+    if not sampled:
         return
     console.print("Resource use (peaks, sampled once a second):", markup=False)
     for host in use.hosts:

@@ -10,8 +10,9 @@ from typing import Any
 
 import click
 
-from emulator.cli.flags import machine_options, run_options, s3_options
+from emulator.cli.flags import machine_options, s3_options
 from emulator.errors import EmulatorError
+from emulator.run.options import run_options
 
 EXIT_INTERRUPTED = 130
 

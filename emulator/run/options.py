@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emulator.config import S3Settings
+from emulator.config import S3Settings, s3_settings_from_flags
 from emulator.plan.credentials import ContainerS3
 from emulator.progress import NO_PROGRESS, Progress
 
@@ -84,3 +84,27 @@ class RunOptions:
     interrupt_after: tuple[float, ...] = ()
     # an internal error this many seconds into every attempt's training (RetryStrategy)
     internal_error_after: float | None = None
+
+
+def run_options(
+    *,
+    stop_grace: float,
+    gpus: int | None,
+    apply_instance_limits: bool,
+    allow_sensitive_paths: bool,
+    s3_endpoint_url: str | None,
+    profile: str | None,
+    region: str | None,
+    pass_aws_credentials: bool,
+) -> RunOptions:
+    """The RunOptions of `run`'s machine and S3 flags (shared by `run`, `serve` and the
+    pytest plugin's ``emulator.run``)."""
+    return RunOptions(
+        stop_grace_seconds=stop_grace,
+        gpus=gpus,
+        apply_instance_limits=apply_instance_limits,
+        allow_sensitive_paths=allow_sensitive_paths,
+        region=region,
+        s3=s3_settings_from_flags(endpoint_url=s3_endpoint_url, profile=profile, region=region),
+        pass_aws_credentials=pass_aws_credentials,
+    )

@@ -56,11 +56,11 @@ def no_engine_reason() -> str | None:
     """Why no job can run here (None: the engine answers); asked once per DOCKER_HOST."""
     where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     if where not in _engine_answers:
-        from emulator.engine import DockerEngine
+        from emulator.api import check_engine
         from emulator.errors import EmulatorError
 
         try:
-            DockerEngine().close()
+            check_engine()
             _engine_answers[where] = None
         except EmulatorError as exc:
             problem = str(exc)

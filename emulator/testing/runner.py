@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from emulator import api
-from emulator.config import S3Settings, s3_settings_from_flags
+from emulator.config import S3Settings
 from emulator.errors import EmulatorError
 from emulator.plan.hosts import parse_gpus
 from emulator.request.build import Overrides, build_request, load_request
-from emulator.run.options import DEFAULT_STOP_GRACE_SECONDS, RunOptions
+from emulator.run.options import DEFAULT_STOP_GRACE_SECONDS, RunOptions, run_options
 from emulator.storage import is_local_uri, location
 from emulator.testing.s3 import S3Store
 
@@ -110,11 +110,10 @@ class JobResult:
 
     @cached_property
     def points(self) -> list[MetricPoint]:
-        """Every metric value found, by time, across hosts."""
-        from emulator.state.store import JobStore  # read only: the job has ended
-
-        found = JobStore(self._home).metrics(self.name)
-        return [MetricPoint(p.name, p.value, p.timestamp, p.host) for p in found]
+        """Every value the MetricDefinitions found, by time, across hosts (not the system
+        metrics: ``emulator.api.metrics`` has those too)."""
+        found = api.metrics(self.name, home=self._home)
+        return [MetricPoint(p.name, p.value, p.timestamp, p.host) for p in found if not p.system]
 
     @property
     def series(self) -> dict[str, list[float]]:
@@ -245,12 +244,15 @@ class EmulatorRunner:
         region: str | None = None,
         pass_aws_credentials: bool = False,
         replace: bool = False,
+        interrupt_after: Sequence[float] = (),
+        internal_error_after: float | None = None,
     ) -> JobResult:
         """Run a job to its end, as `emulator run [REQUEST.json] --flag ...` would.
 
         ``request`` is a CreateTrainingJob request (a dict, or the path of a JSON file whose
         relative paths resolve against its folder); the keyword arguments are `run`'s flags
-        (``channels={"train": path}`` for ``--channel train=path``, and so on). A job that
+        (``channels={"train": path}`` for ``--channel train=path``, ``interrupt_after=[30, 60]``
+        for ``--interrupt-after 30 --interrupt-after 60``, and so on). A job that
         fails is a result; what `run` exits 2 for (an invalid request, a missing image or
         data) raises the EmulatorError it would print."""
         if isinstance(request, str | os.PathLike):
@@ -282,8 +284,6 @@ class EmulatorRunner:
             flags.output = str(self.output)
         built = build_request(base, flags, str(self.output))
         options = self._options(
-            base_dir=base_dir,
-            replace=replace,
             stop_grace=stop_grace,
             gpus=gpus,
             apply_instance_limits=apply_instance_limits,
@@ -292,6 +292,13 @@ class EmulatorRunner:
             profile=profile,
             region=region,
             pass_aws_credentials=pass_aws_credentials,
+        )
+        options = dataclasses.replace(
+            options,
+            base_dir=base_dir,
+            replace=replace,
+            interrupt_after=tuple(interrupt_after),
+            internal_error_after=internal_error_after,
         )
         from emulator.request.validation import parse_request
 
@@ -308,8 +315,6 @@ class EmulatorRunner:
     def _options(
         self,
         *,
-        base_dir: Path,
-        replace: bool,
         stop_grace: float,
         gpus: int | str | None,
         apply_instance_limits: bool,
@@ -319,26 +324,24 @@ class EmulatorRunner:
         region: str | None,
         pass_aws_credentials: bool,
     ) -> RunOptions:
-        """`run`'s RunOptions for these flags (cli/flags.py run_options), in the test's home;
-        with ``emulator_s3``, its store as `serve --s3` gives it to jobs."""
+        """`run`'s RunOptions for these flags (``run_options``), in the test's home; with
+        ``emulator_s3``, its store as `serve --s3` gives it to jobs."""
         if isinstance(gpus, str):
             try:
                 gpus = parse_gpus(gpus)
             except ValueError as exc:
                 raise EmulatorError(str(exc).replace("--gpus", "gpus=", 1)) from None
-        options = RunOptions(
-            home=self.home,
-            base_dir=base_dir,
-            replace=replace,
-            stop_grace_seconds=stop_grace,
+        options = run_options(
+            stop_grace=stop_grace,
             gpus=gpus,
             apply_instance_limits=apply_instance_limits,
             allow_sensitive_paths=allow_sensitive_paths,
+            s3_endpoint_url=s3_endpoint_url,
+            profile=profile,
             region=region,
-            s3=s3_settings_from_flags(endpoint_url=s3_endpoint_url, profile=profile, region=region),
             pass_aws_credentials=pass_aws_credentials,
-            notice=_notice,
         )
+        options = dataclasses.replace(options, home=self.home, notice=_notice)
         if self.s3 is None:
             return options
         if s3_endpoint_url is not None or profile is not None:

@@ -5,6 +5,7 @@ error with ``--emulator-require-engine``; and the ``emulator`` fixture's results
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -101,3 +102,24 @@ def test_every_job_gets_a_name_of_its_own_and_bad_flags_are_refused(
     assert second.failure_reason == "AlgorithmError: , exit code: 2"
     with pytest.raises(RequestInvalid, match="InstanceCount"):
         emulator.run(image=BUSYBOX, instance_count=0)
+
+
+def test_a_ci_test_can_rehearse_a_spot_interruption(
+    emulator: EmulatorRunner, tmp_path: Path
+) -> None:
+    spot = Path(__file__).resolve().parents[2] / "examples" / "spot"
+    request = json.loads((spot / "request.json").read_text())
+    for source in request["InputDataConfig"]:
+        uri = source["DataSource"]["S3DataSource"]["S3Uri"]
+        source["DataSource"]["S3DataSource"]["S3Uri"] = str(spot / uri)  # read only
+    request["CheckpointConfig"] = {"S3Uri": str(tmp_path / "checkpoints")}
+    request["HyperParameters"] = {"epochs": "3", "epoch_seconds": "1"}
+    del request["TrainingJobName"]
+
+    result = emulator.run(request, interrupt_after=[1.5], stop_grace=2)
+
+    assert result.status == "Completed"
+    statuses = [t["Status"] for t in result.record["SecondaryStatusTransitions"]]
+    assert statuses.count("Interrupted") == 1 and statuses.count("Training") == 2
+    assert "Resuming after epoch 1" in result.logs()
+    assert json.loads(result.model_files()["epochs.json"]) == {"epochs_done": [1, 2, 3]}

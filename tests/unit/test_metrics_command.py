@@ -10,9 +10,11 @@ import json
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from emulator import api
 from emulator.cli.metrics import RICH_ROWS
+from emulator.cli.render import print_resource_use
 from emulator.engine.stats import cpu_percent, sample_of, used_memory
 from emulator.observe.resources import CPU_PERCENT, GPU_MEMORY_NOTE, MEMORY_BYTES, resource_use
 from emulator.plan.hosts import GIB
@@ -272,3 +274,11 @@ def test_a_long_listing_is_written_as_aligned_lines(cli: Cli) -> None:
     assert len(lines) == 1 + len(many)
     assert lines[0].split() == ["time", "host", "metric", "value"]
     assert lines[-1].split() == ["2027-01-15T10:46:40.000Z", "algo-1", "loss", f"{RICH_ROWS:g}"]
+
+
+def test_the_summary_says_nothing_of_resource_use_without_a_sample() -> None:
+    console = Console(file=io.StringIO(), width=200)
+    print_resource_use(console, resource_use(record_of("short"), []))
+    assert console.file.getvalue() == ""  # type: ignore[attr-defined]
+    print_resource_use(console, resource_use(record_of("m5"), memory_points("algo-1", 1)))
+    assert console.file.getvalue().startswith("Resource use (peaks")  # type: ignore[attr-defined]

@@ -35,6 +35,7 @@ PUBLIC = [
     "SubmitOptions",
     "SubmitResult",
     "add_tags",
+    "check_engine",
     "create_training_job",
     "delete_tags",
     "describe",
