@@ -317,7 +317,7 @@ class Container:
                 f"choose another HOST_PORT, or give only the container port ({call.failure.detail})"
             )
         state = self._state()
-        raise _start_failure(call.failure, state.get("ExitCode") if state else None)
+        raise start_failure(call.failure, state.get("ExitCode") if state else None)
 
     def removed_reason(self) -> str:
         return f"the container of {self.host} was removed from outside the emulator"
@@ -408,7 +408,7 @@ def _timestamp(text: Any) -> float:
     return moment.timestamp() + float(f"0.{fraction or 0}")
 
 
-def _start_failure(failure: Failure, exit_code: int | None) -> StartFailed:
+def start_failure(failure: Failure, exit_code: int | None) -> StartFailed:
     match = _EXEC_ERROR.search(failure.detail.strip())
     reason = match.group(1) if match else failure.detail
     if not exit_code:  # the engine records 126/127 as `docker run` would; older ones may not

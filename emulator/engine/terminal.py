@@ -32,7 +32,7 @@ from emulator.engine.container import (
     Exit,
     OutputStream,
     StartFailed,
-    _start_failure,
+    start_failure,
 )
 from emulator.engine.errors import Failure, Kind, engine_call
 from emulator.errors import EnvironmentProblem
@@ -149,7 +149,7 @@ class TerminalContainer(Container):
                 return  # running, or already exited: the supervisor sees which
             if state.get("Error"):
                 words = str(state["Error"])
-                raise _start_failure(Failure(Kind.REFUSED, words, words), state.get("ExitCode"))
+                raise start_failure(Failure(Kind.REFUSED, words, words), state.get("ExitCode"))
             if ended is not None:
                 raise EnvironmentProblem(
                     f"`docker start --attach --interactive` could not start the container of "

@@ -49,28 +49,26 @@ from emulator.finish import publish
 from emulator.finish.artifacts import failure_reason
 from emulator.finish.records import JobRecord, Outcome
 from emulator.observe.joblogs import JobLogs
-from emulator.plan.code import mount_code
 from emulator.plan.containers import container_environment, container_plan
-from emulator.plan.credentials import container_credentials
-from emulator.plan.hosts import HostResources, plan_resources
+from emulator.plan.hosts import HostResources
 from emulator.plan.layout import HostLayout
-from emulator.plan.safety import check_entries, check_locations
 from emulator.request.paths import resolve_local_paths
 from emulator.request.spec import JobSpec
 from emulator.request.validation import parse_request
-from emulator.run.checkpointing import NoCheckpoints, check_checkpoints, job_checkpoints
-from emulator.run.debugging import announce_ports, check_debugging, debug_plans
+from emulator.run.checkpointing import NoCheckpoints, job_checkpoints
+from emulator.run.debugging import announce_ports, debug_plans
 from emulator.run.hosts import JobHosts, resource_name
 from emulator.run.kept import keep_job
 from emulator.run.options import RunOptions
+from emulator.run.preflight import preflight
 from emulator.run.registration import check_name_free, create_record
 from emulator.run.resources import ResourceMonitor
 from emulator.run.rounds import Restart, Rounds, check_rehearsal
 from emulator.run.saver import RecordSaver
 from emulator.run.signals import deferred, signals_deferred
 from emulator.run.supervisor import Ending, StopCause, Supervisor, outcome
-from emulator.run.workdir import check_work_root, claim, make_work_dir, remove_work_dir
-from emulator.stage.stager import ChannelStager, ResolvedChannel, resolve_channels
+from emulator.run.workdir import claim, make_work_dir, remove_work_dir
+from emulator.stage.stager import ChannelStager, ResolvedChannel
 from emulator.state.store import JobStore
 
 if TYPE_CHECKING:
@@ -214,37 +212,11 @@ class TrainingJob:
         check_name_free(self.store, self.spec.name, self.options.replace)
 
     def _preflight(self, engine: DockerEngine) -> dict[str, ResolvedChannel]:
-        """Everything that can be refused before anything exists."""
-        check_work_root(self.options.work_root)
-        if not self.options.allow_sensitive_paths:
-            check_locations(self.spec)
-        self.spec, self.code_mounts = mount_code(self.spec, self.options)  # --code
-        check_debugging(self.spec, self.options)  # --shell, --publish
-        deferred(engine.require_image, self.spec.image)
-        self.resources = self._host_resources(engine)
-        channels = resolve_channels(self.spec, self.s3)
-        if not self.options.allow_sensitive_paths:
-            for resolved in channels.values():
-                check_entries(resolved.channel.name, resolved.entries)
-        publish.check_output_location(self.spec, self.s3)
-        check_checkpoints(self.spec, self.s3)
-        self.aws_environment = container_credentials(
-            self.spec, self.options.pass_aws_credentials, self.s3, self.options.container_s3
-        )
-        return channels
-
-    def _host_resources(self, engine: DockerEngine) -> dict[str, HostResources]:
-        """GPUs (refused up front when the engine has none) and limits of every host."""
-        resources, notes = plan_resources(
-            self.hosts,
-            gpus=self.options.gpus,
-            apply_limits=self.options.apply_instance_limits,
-            gpu_support=lambda: deferred(engine.gpu_support),
-            engine_cpus=lambda: deferred(engine.cpu_count),
-        )
-        for note in notes:
-            self.options.notice(note)
-        return resources
+        """Everything that can be refused before anything exists (preflight.py)."""
+        prepared = preflight(self.spec, self.options, engine, self.s3)
+        self.spec, self.code_mounts = prepared.spec, prepared.code_mounts
+        self.resources, self.aws_environment = prepared.resources, prepared.aws_environment
+        return prepared.channels
 
     # -- the stages --------------------------------------------------------------------------
 
