@@ -1,6 +1,6 @@
 """The folders of one job synced together: its checkpoints and the output folders SageMaker
 uploads while it runs (TensorBoard, debugger), each a ``FolderSync``, restored, started and
-finished as one."""
+finished as one, watched by one observer and synced by one worker thread (``SyncThreads``)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 
 from emulator.checkpoints.sync import FolderSync
+from emulator.checkpoints.watch import SyncThreads
 from emulator.errors import SourceError
 
 
@@ -18,6 +19,7 @@ class SyncGroup:
     def __init__(self, syncs: Sequence[FolderSync], notice: Callable[[str], None]) -> None:
         self.syncs = list(syncs)
         self.notice = notice
+        self._threads: SyncThreads | None = None
 
     def __enter__(self) -> SyncGroup:
         return self
@@ -41,12 +43,20 @@ class SyncGroup:
             sync.restore()
 
     def start(self) -> None:
-        for sync in self.syncs:
-            sync.start()
+        """Watch every folder with a location, all with the same two threads."""
+        if self._threads is not None:
+            return
+        watched = [sync for sync in self.syncs if sync.claim()]
+        if watched:
+            self._threads = SyncThreads(watched, self.notice)
+            self._threads.start()
 
     def finish(self) -> None:
         """Every folder reconciled (each one, whatever the others do); SourceError naming
         every folder that could not be synced."""
+        if self._threads is not None:
+            self._threads.stop()  # an upload in flight finishes first
+            self._threads = None
         problems = []
         for sync in self.syncs:
             try:

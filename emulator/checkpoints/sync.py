@@ -13,7 +13,9 @@ what follows says "checkpoints", and holds for every folder.
                          error, raised by the preflight check)
         sync.start()     a watchdog observer watches the hosts' dirs: new, changed and deleted
                          files are synced DEBOUNCE_SECONDS after the last change (at most
-                         MAX_DELAY_SECONDS after the first one of a burst of writes)
+                         MAX_DELAY_SECONDS after the first one of a burst of writes). The
+                         threads are ``checkpoints.watch.SyncThreads``: one observer and one
+                         worker, shared by all the folders of a job (``group.SyncGroup``)
         ...              the job runs
         sync.finish()    (or leaving the block) the observer and the sync thread stop; then one
                          full reconciliation per host: new and changed files are sent, removed
@@ -56,17 +58,10 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-import time
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
 
 from emulator.checkpoints.files import (
     Signature,
@@ -76,6 +71,7 @@ from emulator.checkpoints.files import (
     scan,
     signature,
 )
+from emulator.checkpoints.watch import DEBOUNCE_SECONDS, SyncThreads, summary
 from emulator.config import S3Settings
 from emulator.errors import SourceError
 from emulator.plan.layout import make_writable
@@ -83,15 +79,7 @@ from emulator.progress import NO_PROGRESS, Progress
 from emulator.request.spec import CheckpointSpec, JobSpec
 from emulator.storage import Location, Upload, location
 
-DEBOUNCE_SECONDS = 0.5
-MAX_DELAY_SECONDS = 2.0
-RETRY_SECONDS = 5.0
-JOIN_SECONDS = 30.0
-# watchdog event types that are not changes: reads (ours included) must not trigger syncs.
-_NOT_CHANGES = frozenset({"opened", "closed_no_write"})
-# What watchdog's inotify thread warns when it adds a watch it already holds (a folder made
-# with its subfolders, or moved within the watched tree): see ``_quiet_watchdog``.
-WATCHDOG_DOUBLE_WATCH = r"Callback with id .* already exists for watch"
+__all__ = ["DEBOUNCE_SECONDS", "CheckpointSync", "FolderSync", "check_checkpoint_location"]
 
 Notice = Callable[[str], None]
 
@@ -111,19 +99,6 @@ def check_checkpoint_location(spec: JobSpec, settings: S3Settings | None = None)
         location(folder.uri, settings).check_writable(f"{folder.member}.S3OutputPath")
 
 
-def _quiet_watchdog() -> None:
-    """Ignore watchdog's double-watch warning (harmless: the callback is replaced by itself).
-
-    It is raised on watchdog's own inotify thread, which no ``catch_warnings`` reaches; left
-    alone it reaches the user's terminal, and under an "error" warnings filter it stops the
-    thread that reports every inotify event of the process. So the filter is installed when
-    a watch starts (idempotent: an equal filter is replaced) and names only that message from
-    watchdog's modules."""
-    warnings.filterwarnings(
-        "ignore", message=WATCHDOG_DOUBLE_WATCH, category=RuntimeWarning, module=r"watchdog\."
-    )
-
-
 @dataclass(frozen=True)
 class _Sent:
     """What the location holds of one file of a host dir, as far as this host knows."""
@@ -141,19 +116,6 @@ class _Host:
     root: Path
     sent: dict[str, _Sent] = field(default_factory=dict)
     reported: set[str] = field(default_factory=set)  # skipped names already reported
-
-
-class _EventHandler(FileSystemEventHandler):
-    """watchdog handler: any change below a host dir marks the host for a sync."""
-
-    def __init__(self, sync: FolderSync, host: str) -> None:
-        super().__init__()
-        self._sync = sync
-        self._host = host
-
-    def dispatch(self, event: FileSystemEvent) -> None:
-        if event.event_type not in _NOT_CHANGES:
-            self._sync._changed(self._host)
 
 
 class FolderSync:
@@ -181,16 +143,10 @@ class FolderSync:
         self.progress = progress
         self._hosts = {name: _Host(name, Path(root)) for name, root in dirs.items()}
         self._restored = False
+        self._started = False
         self._finished = False
-        self._observer: BaseObserver | None = None
-        self._worker: threading.Thread | None = None
+        self._threads: SyncThreads | None = None  # its own, when started alone
         self._lock = threading.Lock()  # one sync at a time
-        self._wake = threading.Condition()
-        self._dirty: set[str] = set()
-        self._first_change = 0.0
-        self._last_change = 0.0
-        self._retry_at = 0.0
-        self._stopping = False
 
     def __enter__(self) -> FolderSync:
         return self
@@ -242,75 +198,30 @@ class FolderSync:
     # -- continuous sync -----------------------------------------------------------------
 
     def start(self) -> None:
-        """Watch the hosts' dirs and sync changes in the background until ``finish``."""
-        if self.store is None or self._worker is not None or self._finished:
-            return
+        """Watch the hosts' dirs and sync changes in the background until ``finish`` (threads
+        of its own; ``SyncGroup`` watches several folders with one observer and one worker)."""
+        if self.claim():
+            self._threads = SyncThreads([self], self.notice)
+            self._threads.start()
+
+    def claim(self) -> bool:
+        """Hand the dirs to the job: True when they are to be watched from now on (once, and
+        only with a location, before ``finish``)."""
+        if self.store is None or self._started or self._finished:
+            return False
+        self._started = True
         self._restored = True  # from here on the dirs are the job's, restored or not
-        self._worker = threading.Thread(target=self._run, name=f"{self.label}-sync", daemon=True)
-        self._worker.start()
-        self._observer = self._start_observer()
+        return True
 
-    def _start_observer(self) -> BaseObserver:
-        _quiet_watchdog()
-        try:
-            return self._watch(Observer())
-        except OSError as exc:  # e.g. out of inotify watches or instances
-            self.notice(f"{self.label} sync: inotify unavailable ({exc}); polling every second")
-            return self._watch(PollingObserver(timeout=1))
+    def host_roots(self) -> dict[str, Path]:
+        return {name: host.root for name, host in self._hosts.items()}
 
-    def _watch(self, observer: BaseObserver) -> BaseObserver:
-        try:
-            for name, host in self._hosts.items():
-                observer.schedule(_EventHandler(self, name), str(host.root), recursive=True)
-            observer.start()
-        except BaseException:
-            _stop_observer(observer)
-            raise
-        return observer
+    def sync_host(self, host: str) -> list[str]:
+        """Sync one host's dir now; the problems met (empty: in sync)."""
+        return self._sync_host(self._hosts[host])
 
-    def _changed(self, host: str) -> None:
-        now = time.monotonic()
-        with self._wake:
-            if not self._dirty:
-                self._first_change = now
-            self._dirty.add(host)
-            self._last_change = now
-            self._wake.notify()
-
-    def _due_in(self) -> float | None:
-        """Seconds until the dirty hosts are due for a sync; None when none is dirty."""
-        if not self._dirty:
-            return None
-        settled = min(self._last_change + DEBOUNCE_SECONDS, self._first_change + MAX_DELAY_SECONDS)
-        return max(settled, self._retry_at) - time.monotonic()
-
-    def _run(self) -> None:
-        while True:
-            with self._wake:
-                while not self._stopping:
-                    due = self._due_in()
-                    if due is not None and due <= 0:
-                        break
-                    self._wake.wait(due)
-                if self._stopping:
-                    return
-                names, self._dirty = sorted(self._dirty), set()
-            errors = []
-            for name in names:
-                try:
-                    problems = self._sync_host(self._hosts[name])
-                except Exception as exc:  # e.g. no client: this thread must go on regardless
-                    problems = [str(exc) or type(exc).__name__]
-                if problems:
-                    errors += problems
-                    self._changed(name)  # again, after RETRY_SECONDS
-            if errors:
-                with self._wake:
-                    self._retry_at = time.monotonic() + RETRY_SECONDS
-                self.notice(
-                    f"{self.label} sync to {self._uri()}: {_summary(errors)}; retrying in "
-                    f"{RETRY_SECONDS:g} s"
-                )
+    def where(self) -> str:
+        return self._uri()
 
     # -- the end -------------------------------------------------------------------------
 
@@ -329,18 +240,12 @@ class FolderSync:
         for host in self._hosts.values():
             errors += self._sync_host(host)
         if errors:
-            raise SourceError(f"{self.label} sync to {self._uri()} failed: {_summary(errors)}")
+            raise SourceError(f"{self.label} sync to {self._uri()} failed: {summary(errors)}")
 
     def _stop_threads(self) -> None:
-        if self._observer is not None:
-            _stop_observer(self._observer)
-            self._observer = None
-        with self._wake:
-            self._stopping = True
-            self._wake.notify()
-        if self._worker is not None:
-            self._worker.join()  # an upload in flight finishes first
-            self._worker = None
+        if self._threads is not None:
+            self._threads.stop()  # an upload in flight finishes first
+            self._threads = None
 
     # -- one host ------------------------------------------------------------------------
 
@@ -415,17 +320,6 @@ class FolderSync:
 
     def _uri(self) -> str:
         return self.store.uri if self.store is not None else ""
-
-
-def _stop_observer(observer: BaseObserver) -> None:
-    observer.stop()
-    if observer.is_alive():
-        observer.join(JOIN_SECONDS)
-
-
-def _summary(problems: list[str]) -> str:
-    shown = "; ".join(problems[:3])
-    return shown + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
 
 
 class CheckpointSync(FolderSync):
