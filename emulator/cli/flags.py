@@ -77,6 +77,16 @@ def request_options(function: F) -> F:
             click.option("--max-runtime", type=int, metavar="SECONDS", help="MaxRuntimeInSeconds."),
             click.option("--instance-type", help="ResourceConfig.InstanceType (ml.* or local)."),
             click.option("--instance-count", type=int, help="ResourceConfig.InstanceCount."),
+            click.option("--managed-spot", is_flag=True, help="EnableManagedSpotTraining: true."),
+            click.option(
+                "--max-wait", type=int, metavar="SECONDS", help="MaxWaitTimeInSeconds (spot)."
+            ),
+            click.option(
+                "--max-retry-attempts",
+                type=int,
+                metavar="N",
+                help="RetryStrategy.MaximumRetryAttempts.",
+            ),
         ],
         function,
     )
@@ -221,6 +231,9 @@ def request_overrides(
     max_runtime: int | None,
     instance_type: str | None,
     instance_count: int | None,
+    managed_spot: bool = False,
+    max_wait: int | None = None,
+    max_retry_attempts: int | None = None,
 ) -> Overrides:
     """What ``request_options`` give (`run` and `submit`), parsed; local paths resolved
     against the working directory."""
@@ -238,4 +251,7 @@ def request_overrides(
         max_runtime=max_runtime,
         instance_type=instance_type,
         instance_count=instance_count,
+        managed_spot=managed_spot,
+        max_wait=max_wait,
+        max_retry_attempts=max_retry_attempts,
     ).resolved_against(Path.cwd())

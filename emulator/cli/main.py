@@ -116,6 +116,9 @@ def run(
     max_runtime: int | None,
     instance_type: str | None,
     instance_count: int | None,
+    managed_spot: bool,
+    max_wait: int | None,
+    max_retry_attempts: int | None,
     stop_grace: float,
     gpus: int | None,
     apply_instance_limits: bool,
@@ -183,6 +186,9 @@ def run(
         max_runtime=max_runtime,
         instance_type=instance_type,
         instance_count=instance_count,
+        managed_spot=managed_spot,
+        max_wait=max_wait,
+        max_retry_attempts=max_retry_attempts,
     )
     if base is None and image is None:
         fail("give a REQUEST.json or at least --image (see `emulator run --help`)")

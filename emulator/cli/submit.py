@@ -70,6 +70,9 @@ def submit(
     max_runtime: int | None,
     instance_type: str | None,
     instance_count: int | None,
+    managed_spot: bool,
+    max_wait: int | None,
+    max_retry_attempts: int | None,
     s3_endpoint_url: str | None,
     profile: str | None,
     region: str | None,
@@ -118,6 +121,9 @@ def submit(
         max_runtime=max_runtime,
         instance_type=instance_type,
         instance_count=instance_count,
+        managed_spot=managed_spot,
+        max_wait=max_wait,
+        max_retry_attempts=max_retry_attempts,
     )
     if base is None and image is None:
         fail("give a REQUEST.json or at least --image (see `emulator submit --help`)")

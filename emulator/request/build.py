@@ -45,6 +45,9 @@ class Overrides:
     max_runtime: int | None = None
     instance_type: str | None = None
     instance_count: int | None = None
+    managed_spot: bool = False  # EnableManagedSpotTraining: true (False: as the request says)
+    max_wait: int | None = None
+    max_retry_attempts: int | None = None
 
     def resolved_against(self, directory: Path) -> Overrides:
         """These flags with relative local paths (channels, output) made absolute against
@@ -133,6 +136,10 @@ def build_request(
     _set_in(request, "StoppingCondition", "MaxRuntimeInSeconds", flags.max_runtime)
     _set_in(request, "ResourceConfig", "InstanceType", flags.instance_type)
     _set_in(request, "ResourceConfig", "InstanceCount", flags.instance_count)
+    if flags.managed_spot:
+        request["EnableManagedSpotTraining"] = True
+    _set_in(request, "StoppingCondition", "MaxWaitTimeInSeconds", flags.max_wait)
+    _set_in(request, "RetryStrategy", "MaximumRetryAttempts", flags.max_retry_attempts)
     return request
 
 

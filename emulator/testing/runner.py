@@ -235,6 +235,9 @@ class EmulatorRunner:
         max_runtime: int | None = None,
         instance_type: str | None = None,
         instance_count: int | None = None,
+        managed_spot: bool = False,
+        max_wait: int | None = None,
+        max_retry_attempts: int | None = None,
         stop_grace: float = DEFAULT_STOP_GRACE_SECONDS,
         gpus: int | str | None = None,
         apply_instance_limits: bool = False,
@@ -277,6 +280,9 @@ class EmulatorRunner:
             max_runtime=max_runtime,
             instance_type=instance_type,
             instance_count=instance_count,
+            managed_spot=managed_spot,
+            max_wait=max_wait,
+            max_retry_attempts=max_retry_attempts,
         ).resolved_against(Path.cwd())
         if flags.job_name is None and (base is None or "TrainingJobName" not in base):
             flags.job_name = self.names.next()

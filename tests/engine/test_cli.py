@@ -14,7 +14,7 @@ import pytest
 
 from tests.fixtures.cli import EMULATOR, leftovers, probe_env
 from tests.fixtures.cli_runner import _DESCRIBE, Cli, assert_usage_error
-from tests.fixtures.jobs import PROBE, channel, probe_request, unique_name
+from tests.fixtures.jobs import BUSYBOX, PROBE, channel, probe_request, unique_name
 
 assert _DESCRIBE is not None
 
@@ -317,3 +317,27 @@ def test_a_job_name_is_used_once_unless_replaced(cli: Cli) -> None:
         s["TrainingJobName"]
         for s in json.loads(cli("list", "--json").stdout)["TrainingJobSummaries"]
     ] == [job]
+
+
+@pytest.mark.docker
+def test_spot_flags_alone_rehearse_an_interruption(cli: Cli) -> None:
+    job = unique_name("cli-spot")
+    flags = ["--managed-spot", "--max-runtime", "60", "--max-wait", "120"]
+    flags += ["--max-retry-attempts", "1", "--interrupt-after", "1", "--stop-grace", "1"]
+    command = ["run", "--json", "--image", BUSYBOX, "--job-name", job, "--output", str(cli.output)]
+    process = subprocess.run(
+        [*EMULATOR, *command, "--entrypoint", "sleep", "--entrypoint", "2", *flags],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "EMULATOR_HOME": str(cli.home)},
+        timeout=120,
+    )
+    assert process.returncode == 0, process.stderr
+    record = json.loads(process.stdout)
+    assert record["EnableManagedSpotTraining"] is True
+    assert record["StoppingCondition"] == {"MaxRuntimeInSeconds": 60, "MaxWaitTimeInSeconds": 120}
+    assert record["RetryStrategy"] == {"MaximumRetryAttempts": 1}
+    statuses = [t["Status"] for t in record["SecondaryStatusTransitions"]]
+    assert statuses.count("Interrupted") == 1 and statuses[-1] == "Completed"
+    assert "Spot interruption 1 of 1" in process.stderr
+    assert leftovers(job) == []

@@ -31,7 +31,7 @@ FAILING = "echo nope > /opt/ml/output/failure; echo weights > /opt/ml/model/w.tx
 def emulator(jobs: JobRunner, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     """`emulator ARGS` in a process of its own, with the jobs' state dir and work root, stdin
     piped (no terminal)."""
-    env = {**os.environ, "EMULATOR_HOME": str(jobs.home), "TMPDIR": str(jobs.work_root)}
+    env = jobs.cli_environ()
     return subprocess.run(
         [*EMULATOR, *args], input=stdin, env=env, capture_output=True, text=True, timeout=90
     )
@@ -236,7 +236,7 @@ def test_a_kept_job_is_not_replaced_nor_removed_while_a_shell_is_open(jobs: JobR
         jobs.run(request, keep=True, replace=True)
     assert f"emulator rm {job}" in str(refused.value)
 
-    env = {**os.environ, "EMULATOR_HOME": str(jobs.home), "TMPDIR": str(jobs.work_root)}
+    env = jobs.cli_environ()
     shell = subprocess.Popen(
         [*EMULATOR, "shell", job],
         stdin=subprocess.PIPE,

@@ -5,7 +5,6 @@ is left behind. The other hosts run their command."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import threading
 import time
@@ -28,7 +27,7 @@ def run_shell(
     data = jobs.work_root.parent / "data"
     data.mkdir(exist_ok=True)
     (data / "part-0.csv").write_text("1,2\n")
-    env = {**os.environ, "EMULATOR_HOME": str(jobs.home), "TMPDIR": str(jobs.work_root)}
+    env = jobs.cli_environ()
     command = [
         *EMULATOR,
         "run",

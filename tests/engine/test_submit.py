@@ -30,6 +30,7 @@ import emulator
 from tests.fixtures.cli import EMULATOR, probe_env
 from tests.fixtures.cli_runner import Cli
 from tests.fixtures.jobs import PROBE, channel, probe_request, unique_name
+from tests.fixtures.processes import interruptible
 from tests.fixtures.s3 import RecordingProgress, S3Server, isolate_aws_environment
 from tests.fixtures.serve import Served
 
@@ -385,28 +386,20 @@ def test_ctrl_c_at_a_terminal_asks_and_stops_the_remote_job(
     ]
     environ = serve_s3_env.client_environ(EMULATOR_HOME=str(tmp_path / "home"))
     terminal, user_side = pty.openpty()
-    process = subprocess.Popen(
-        command,
-        env=environ,
-        stdin=user_side,
-        stdout=user_side,
-        stderr=user_side,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    os.close(user_side)
     try:
-        wait_until_training(name)
-        time.sleep(1)
-        process.send_signal(signal.SIGINT)  # what Ctrl-C at the terminal sends
-        shown = read_until(terminal, "Stop the remote training job", 30)
-        assert f"Stop the remote training job {name}" in shown, shown
-        os.write(terminal, b"y\n")
-        shown += read_until(terminal, "Stopped", 60)
-        assert process.wait(timeout=60) == 130, shown
+        with interruptible(
+            command, environ, stdin=user_side, stdout=user_side, stderr=user_side
+        ) as process:
+            os.close(user_side)
+            wait_until_training(name)
+            time.sleep(1)
+            process.send_signal(signal.SIGINT)  # what Ctrl-C at the terminal sends
+            shown = read_until(terminal, "Stop the remote training job", 30)
+            assert f"Stop the remote training job {name}" in shown, shown
+            os.write(terminal, b"y\n")
+            shown += read_until(terminal, "Stopped", 60)
+            assert process.wait(timeout=60) == 130, shown
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
         os.close(terminal)
     assert "Traceback" not in shown
     client = boto3.session.Session().client("sagemaker")
@@ -426,17 +419,15 @@ def test_ctrl_c_without_a_terminal_leaves_the_job_running(
         *("--poll-interval", "0.5"),
     ]
     environ = serve_s3_env.client_environ(EMULATOR_HOME=str(tmp_path / "home"))
-    process = subprocess.Popen(
+    client = boto3.session.Session().client("sagemaker")
+    with interruptible(
         command,
-        env=environ,
+        environ,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    client = boto3.session.Session().client("sagemaker")
-    try:
+    ) as process:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -449,10 +440,6 @@ def test_ctrl_c_without_a_terminal_leaves_the_job_running(
         time.sleep(1)
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
     assert process.returncode == 130, err
     assert f"aws sagemaker stop-training-job --training-job-name {name}" in err
     assert "Traceback" not in err

@@ -368,6 +368,9 @@ def overrides(draw: st.DrawFn) -> Overrides:
         max_runtime=draw(maybe(st.integers())),
         instance_type=draw(maybe(TEXT)),
         instance_count=draw(maybe(st.integers())),
+        managed_spot=draw(st.booleans()),
+        max_wait=draw(maybe(st.integers())),
+        max_retry_attempts=draw(maybe(st.integers())),
     )
 
 
@@ -432,3 +435,23 @@ def test_a_metric_flag_with_malformed_metric_definitions(junk: object) -> None:
     )
     definitions = request["AlgorithmSpecification"]["MetricDefinitions"]
     assert {"Name": "loss", "Regex": "loss=([0-9.]+)"} in definitions
+
+
+def test_spot_and_retry_flags_set_their_members() -> None:
+    base = probe_request(Path(OUTPUT), StoppingCondition={"MaxRuntimeInSeconds": 600})
+    flags = Overrides(managed_spot=True, max_wait=1200, max_retry_attempts=2)
+    request = build_request(base, flags, OUTPUT)
+    assert validate_request(request) == []
+    assert request["EnableManagedSpotTraining"] is True
+    assert request["StoppingCondition"] == {
+        "MaxRuntimeInSeconds": 600,
+        "MaxWaitTimeInSeconds": 1200,
+    }
+    assert request["RetryStrategy"] == {"MaximumRetryAttempts": 2}
+    # Not given: the request is left as it was.
+    assert "EnableManagedSpotTraining" not in build_request(base, Overrides(), OUTPUT)
+
+
+def test_a_max_wait_without_managed_spot_is_refused_as_the_api_does() -> None:
+    request = build_request(probe_request(Path(OUTPUT)), Overrides(max_wait=1200), OUTPUT)
+    assert any("only valid with managed spot training" in p for p in validate_request(request))
