@@ -25,9 +25,10 @@ median of the emulator's times over the median of the baseline's; the best of ea
 too.
 
 ``--breakdown`` says where the time of a single-host job goes instead: R jobs through the
-Python API and R ``containers.run`` beside them, every Engine API call timed (docker-py's HTTP
-requests, in whatever thread), grouped by what it does; "Python only" is the time no engine
-call was under way (the union of the calls' intervals taken off the total). Medians.
+Python API and R ``containers.run`` beside them, every Engine API call timed (docker-py's and
+the emulator's own HTTP requests, in whatever thread), grouped by what it does; "Python only"
+is the time no engine call was under way (the union of the calls' intervals taken off the
+total). Medians.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ import docker
 import requests
 
 from emulator import RunOptions, run_training_job
+from emulator.engine.http import UnixTransport
 
 IMAGE = "sagemaker-emulator/busybox:latest"
 COMMAND = ["/bin/true"]
@@ -172,11 +174,15 @@ CALL_KINDS = (
 
 
 class CallTimer:
-    """Every HTTP request of docker-py (any thread) with its start and end."""
+    """Every HTTP request (any thread) with its start and end: docker-py's (the baseline) and
+    the emulator's own client's (emulator/engine/http.py: requests, streams, attach)."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, float, float]] = []
         self._send = requests.Session.send
+        self._ours = {
+            name: getattr(UnixTransport, name) for name in ("request", "stream", "hijack")
+        }
 
     def __enter__(self) -> CallTimer:
         timer = self
@@ -191,10 +197,25 @@ class CallTimer:
                 )
 
         requests.Session.send = send  # type: ignore[method-assign, assignment]
+        for name, original in self._ours.items():
+            setattr(UnixTransport, name, self._timed(name, original))
         return self
+
+    def _timed(self, name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def call(transport: UnixTransport, *args: Any, **kwargs: Any) -> Any:
+            method, path = ("POST", args[0]) if name == "hijack" else args[:2]
+            began = time.perf_counter()
+            try:
+                return original(transport, *args, **kwargs)
+            finally:
+                self.calls.append((f"{method} {path}", began, time.perf_counter()))
+
+        return call
 
     def __exit__(self, *exc: object) -> None:
         requests.Session.send = self._send  # type: ignore[method-assign]
+        for name, original in self._ours.items():
+            setattr(UnixTransport, name, original)
 
 
 def covered(intervals: list[tuple[float, float]]) -> float:

@@ -1,6 +1,10 @@
-"""Everything the emulator asks of Docker (docker-py is imported nowhere else).
+"""Everything the emulator asks of Docker (docker-py is imported nowhere else, and here only
+for an engine that is not at a unix socket).
 
-errors.py     the one table translating docker-py/requests errors into EmulatorError
+http.py       HTTP over the engine's unix socket (standard library): pool, streams, attach
+client.py     the Engine API calls and bodies; picks http.py or dockerpy.py by DOCKER_HOST
+dockerpy.py   tcp://, ssh:// and TLS engines through docker-py (imported only for them)
+errors.py     the one table translating the engine's errors into EmulatorError
 labels.py     the labels (job, host, owner pid) of every container and network
 network.py    job networks: subnet choice, fixed addresses, /etc/hosts, removal
 container.py  one host's container, its plan, its output, how it ended

@@ -15,9 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import IO
 
-import docker.types
-from docker import APIClient
-
+from emulator.engine.client import EngineClient, bind_mount, container_config, host_config
 from emulator.engine.errors import EVERY_KIND, engine_call
 from emulator.engine.labels import LABEL_CLEANUP, job_labels
 
@@ -27,25 +25,24 @@ NEVER_RUN = ["/sagemaker-emulator-never-started"]
 CHUNK_BYTES = 1024 * 1024
 
 
-def read_tree(api: APIClient, image: str, host_dir: Path, job: str, into: IO[bytes]) -> None:
+def read_tree(api: EngineClient, image: str, host_dir: Path, job: str, into: IO[bytes]) -> None:
     """Write a tar of ``host_dir`` and everything below it into ``into``: every member is
     named ``<top>/<path relative to host_dir>`` (the first component is the directory's own
     entry). Raises EnvironmentProblem when the engine fails."""
     what = f"read {host_dir} (files only root may read) through a container"
-    mount = docker.types.Mount(READ_TARGET, str(host_dir), type="bind", read_only=True)
-    host_config = api.create_host_config(mounts=[mount], network_mode="none", privileged=False)
+    mount = bind_mount(READ_TARGET, str(host_dir), read_only=True)
+    config = container_config(
+        image,
+        host_config(mounts=[mount], network_mode="none"),
+        entrypoint=NEVER_RUN,
+        network_disabled=True,
+        labels={**job_labels(job), LABEL_CLEANUP: "1"},
+    )
     with engine_call(what):
-        created = api.create_container(
-            image,
-            entrypoint=NEVER_RUN,
-            network_disabled=True,
-            labels={**job_labels(job), LABEL_CLEANUP: "1"},
-            host_config=host_config,
-        )
+        created = api.create_container(config)
     try:
         with engine_call(what):
-            stream, _ = api.get_archive(created["Id"], READ_TARGET, chunk_size=CHUNK_BYTES)
-            for chunk in stream:
+            for chunk in api.get_archive(created["Id"], READ_TARGET, chunk_size=CHUNK_BYTES):
                 into.write(chunk)
     finally:
         with engine_call(what, tolerate=EVERY_KIND):

@@ -28,9 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import docker.utils.socket
-from docker import APIClient
-
+from emulator.engine.client import EngineClient
 from emulator.engine.errors import ANSWERED, GONE, Failure, Kind, engine_call, no_gpu_driver
 from emulator.errors import EnvironmentProblem
 
@@ -202,8 +200,8 @@ class OutputStream:
 
     def close(self) -> None:
         """Close the socket, waking a reader blocked on it (from any thread)."""
-        # Over a unix socket docker-py hands out a SocketIO wrapper whose close() leaves the
-        # real socket open; close both (and the HTTP response, where one is attached). A
+        # Over tcp docker-py hands out a SocketIO wrapper whose close() leaves the real
+        # socket open; close both (and the HTTP response, where one is attached). A
         # shutdown first: close() alone does not wake a recv() blocked in another thread.
         self._closed = True
         parts = [p for p in (self._sock, getattr(self._sock, "_sock", None)) if p is not None]
@@ -237,6 +235,8 @@ def _reader(sock: Any) -> Callable[[memoryview], int]:
         return read
 
     def read_other(buffer: memoryview) -> int:  # SSH channels, named pipes: docker-py's way
+        import docker.utils.socket  # only there: such streams come from docker-py (dockerpy.py)
+
         while (data := docker.utils.socket.read(sock, len(buffer))) is None:
             pass  # interrupted: read again
         if not data:  # the end ('' from a named pipe)
@@ -275,7 +275,7 @@ def _gather(raw: socket.socket) -> None:
 class Container:
     """One host's container: output, start, wait, signals, removal."""
 
-    def __init__(self, api: APIClient, container_id: str, host: str) -> None:
+    def __init__(self, api: EngineClient, container_id: str, host: str) -> None:
         self._api = api
         self.host = host
         self.id = container_id

@@ -23,8 +23,9 @@ RUNNING = ("running", "paused", "restarting")
 
 
 def port_bindings(ports: Mapping[int, int | None]) -> dict[int | str, Any]:
-    """docker-py's ``port_bindings`` for ``ports`` (container port -> host port or None): on
-    127.0.0.1 only; without a host port the engine picks a free one."""
+    """The port bindings of ``ports`` (container port -> host port or None) as
+    ``client.host_config`` takes them: on 127.0.0.1 only; without a host port the engine
+    picks a free one."""
     return {
         container: (LOOPBACK,) if host is None else (LOOPBACK, host)
         for container, host in ports.items()
@@ -68,7 +69,7 @@ def image_command(engine: DockerEngine, image: str) -> tuple[list[str], list[str
         return f"Image {image!r} cannot be inspected: {failure.error}"
 
     with engine_call(f"inspect the image {image}", wording=wording):
-        config = engine.api.inspect_image(image).get("Config") or {}  # type: ignore[no-untyped-call]
+        config = engine.api.inspect_image(image).get("Config") or {}
     return list(config.get("Entrypoint") or []), list(config.get("Cmd") or [])
 
 

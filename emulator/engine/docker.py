@@ -1,7 +1,9 @@
-"""The local Docker engine, through docker-py: images, GPUs, CPUs, and creating containers.
+"""The Docker engine: images, GPUs, CPUs, and creating containers.
 
-Every call goes through the translation table of ``errors.py``; the job network, the containers
-and the reaper have their own modules (``network.py``, ``container.py``, ``reaper.py``).
+The engine is spoken to through ``client.py`` (the standard library over a unix socket;
+docker-py only for a tcp://, ssh:// or TLS DOCKER_HOST). Every call goes through the
+translation table of ``errors.py``; the job network, the containers and the reaper have their
+own modules (``network.py``, ``container.py``, ``reaper.py``).
 
 Security defaults: containers are never privileged, join no host namespace (network, PID, IPC,
 UTS, user) and get no added capabilities.
@@ -24,15 +26,21 @@ import contextlib
 import ipaddress
 import os
 import shutil
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-import docker
-import docker.types
-
 from emulator.engine.archive import read_tree
+from emulator.engine.client import (
+    EngineClient,
+    bind_mount,
+    connect,
+    container_config,
+    device_request,
+    docker_host,
+    endpoints,
+    host_config,
+)
 from emulator.engine.container import (
     EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
@@ -64,32 +72,22 @@ from emulator.errors import EnvironmentProblem
 NVIDIA_HOOK = "nvidia-container-runtime-hook"
 CLEANUP_TARGET = "/sagemaker-emulator-cleanup"  # where the root container sees the work dir
 CLEANUP_SECONDS = 300
-# Connections kept for reuse: a job's hosts wait for their exits at once (run/hosts.py), and a
-# pool smaller than the connections in use at once discards them with a warning on stderr.
-POOL_SIZE = 32
-_API_VERSIONS: dict[str, str] = {}  # DOCKER_HOST -> the API version its engine speaks
 
 
 class DockerEngine:
     """The local Docker engine; fails fast with a clear message when none answers."""
 
     def __init__(self) -> None:
-        where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-        if not _socket_answers(where):  # docker-py would leak the socket of its failed try
-            raise EnvironmentProblem(no_engine(where))
-        known = _API_VERSIONS.get(where)
+        where = docker_host()
+        api: EngineClient | None = None
         with engine_call("answer", wording=lambda _: no_engine(where)):
-            # Without a version the client asks the engine for it (a slow call, 10 ms): that
-            # answer is the ping. The version is asked once per engine and process.
-            self.client = docker.from_env(timeout=120, max_pool_size=POOL_SIZE, version=known)
-            if known is not None:
-                self.client.ping()
-        self.api = self.client.api
-        _API_VERSIONS[where] = self.api.api_version
+            api = connect(where)  # its ping (which says the API version) is the answer
+        assert api is not None  # engine_call raised otherwise
+        self.api = api
 
     def close(self) -> None:
-        """Close the engine connections (attach streams included)."""
-        self.client.close()
+        """Close the engine connections kept for reuse (streams close on their own)."""
+        self.api.close()
 
     def require_image(self, image: str) -> None:
         """The image must already be local: the emulator never pulls."""
@@ -100,7 +98,7 @@ class DockerEngine:
             return f"Image {image!r} cannot be inspected: {failure.error}"
 
         with engine_call(f"inspect the image {image}", wording=wording):
-            self.client.images.get(image)
+            self.api.inspect_image(image)
 
     def gpu_support(self) -> bool:
         """Whether the engine can give containers GPUs (the rule is in the module doc)."""
@@ -162,33 +160,18 @@ class DockerEngine:
 
     def create_container(self, plan: ContainerPlan, name: str) -> Container:
         """Create (not start) the container of ``plan``'s host."""
-        mounts = [
-            docker.types.Mount(m.target, str(m.source), type="bind", read_only=m.read_only)
-            for m in plan.mounts
-        ]
-        device_requests = []
-        if plan.gpus:
-            device_requests.append(
-                docker.types.DeviceRequest(count=plan.gpus, capabilities=[["gpu"]])
-            )
+        mounts = [bind_mount(m.target, str(m.source), m.read_only) for m in plan.mounts]
+        devices = [device_request(plan.gpus, [["gpu"]])] if plan.gpus else []
         networking = None
         if plan.network != DEFAULT_BRIDGE_NAME:  # aliases and fixed addresses: job networks
-            endpoint = self.api.create_endpoint_config(
-                aliases=[plan.host], ipv4_address=plan.address
-            )
-            networking = self.api.create_networking_config(
-                # types-docker annotates one EndpointConfig; the Engine API takes a dict by
-                # network.
-                {plan.network: endpoint}  # type: ignore[arg-type]
-            )
-        host_config = self.api.create_host_config(
+            networking = endpoints(plan.network, [plan.host], plan.address)
+        host = host_config(
             mounts=mounts,
-            device_requests=device_requests or None,
+            device_requests=devices,
             network_mode=plan.network,
-            extra_hosts=dict(plan.hosts_file) or None,
-            privileged=False,
+            extra_hosts=plan.hosts_file,
             nano_cpus=plan.nano_cpus,
-            mem_limit=plan.memory_bytes,
+            memory_bytes=plan.memory_bytes,
             port_bindings=port_bindings(plan.ports),
         )
 
@@ -203,21 +186,21 @@ class DockerEngine:
             return None
 
         with engine_call(f"create the container of {plan.host}", wording=wording):
-            created = self.api.create_container(
+            config = container_config(
                 plan.image,
+                host,
                 command=plan.command,
                 entrypoint=plan.entrypoint,
                 environment=plan.environment,
                 hostname=plan.host,
                 labels=host_labels(plan.job, plan.host, plan.labels),
-                name=name,
-                host_config=host_config,
-                networking_config=networking,
-                ports=list(plan.ports) or None,
-                stdin_open=plan.interactive,  # docker-py sets StdinOnce with it: stdin
-                # ends when the docker CLI lets go of it (EOF of a piped stdin)
+                networking=networking,
+                ports=list(plan.ports),
+                stdin_open=plan.interactive,  # with StdinOnce: stdin ends when the docker
+                # CLI lets go of it (EOF of a piped stdin)
                 tty=plan.tty,
             )
+            created = self.api.create_container(config, name=name)
         if plan.interactive:  # --shell: started on the user's terminal (terminal.py)
             return TerminalContainer(self.api, str(created["Id"]), plan.host, tty=plan.tty)
         return Container(self.api, str(created["Id"]), plan.host)
@@ -251,13 +234,10 @@ class DockerEngine:
             ["/bin/sh", "-c", 'exec rm -rf -- "$@"', "sh", *paths],
             ["busybox", "rm", "-rf", "--", *paths],
         ]
-        mount = docker.types.Mount(CLEANUP_TARGET, str(host_dir), type="bind")
-        host_config = self.api.create_host_config(
-            mounts=[mount], network_mode="none", privileged=False
-        )
+        host = host_config(mounts=[bind_mount(CLEANUP_TARGET, str(host_dir))], network_mode="none")
         for entrypoint in candidates:
             try:
-                code = self._run_as_root(image, entrypoint, host_config, job)
+                code = self._run_as_root(image, entrypoint, host, job)
             except EnvironmentProblem:
                 return False  # the engine failed: no other candidate would fare better
             if code == 0:
@@ -282,15 +262,16 @@ class DockerEngine:
         not start (no such executable)."""
         what = "run a root container removing a work dir"
         with engine_call(what):
-            created = self.api.create_container(
+            config = container_config(
                 image,
+                host_config,
                 entrypoint=entrypoint,
                 user="0",
                 working_dir="/",
                 network_disabled=True,
                 labels={**job_labels(job), LABEL_CLEANUP: "1"},
-                host_config=host_config,
             )
+            created = self.api.create_container(config)
         try:
             with engine_call(what, tolerate=ANSWERED) as start:
                 self.api.start(created["Id"])
@@ -319,20 +300,3 @@ def gateway_address(config: dict[str, Any]) -> str | None:
 def _local_engine() -> bool:
     host = os.environ.get("DOCKER_HOST", "")
     return host == "" or host.startswith("unix://")
-
-
-def _socket_answers(where: str) -> bool:
-    """Whether a ``unix://`` engine socket is there and listened on (other schemes, and
-    other failures such as a permission problem, are left to docker-py's own message)."""
-    if not where.startswith("unix://"):
-        return True
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(where.removeprefix("unix://"))
-    except (FileNotFoundError, ConnectionRefusedError):
-        return False
-    except OSError:
-        return True
-    finally:
-        probe.close()
-    return True

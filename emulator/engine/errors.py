@@ -1,12 +1,13 @@
 """The one boundary between Docker's errors and the emulator's.
 
-Every docker-py call of the package runs inside ``engine_call``. What the call raised (an answer
-of the engine: docker-py's ``APIError`` family; or no answer: the engine gone, the socket
-closed, a timeout) is first classified by ``classify`` into a ``Kind``; the call then either
-tolerates that kind (the caller reads ``call.failure`` and decides: a container already gone is
-"removed", a subnet taken meanwhile is chosen again) or raises ``EnvironmentProblem`` with the
-call's wording, or else the default one. No docker-py or requests exception leaves the
-package: the caller sees a ``Failure`` made of the kind and the engine's words only.
+Every engine call of the package runs inside ``engine_call``. What the call raised (an answer
+of the engine: ``EngineAnswer``; or no answer: ``EngineUnreachable``, the engine gone, the
+socket closed, a timeout; ``http.py``, docker-py's errors translated by ``dockerpy.py``) is
+first classified by ``classify`` into a ``Kind``; the call then either tolerates that kind
+(the caller reads ``call.failure`` and decides: a container already gone is "removed", a
+subnet taken meanwhile is chosen again) or raises ``EnvironmentProblem`` with the call's
+wording, or else the default one. No transport exception leaves the package: the caller sees
+a ``Failure`` made of the kind and the engine's words only.
 """
 
 from __future__ import annotations
@@ -16,18 +17,23 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from types import TracebackType
 
-import docker.errors
-import requests.exceptions
-
+from emulator.engine.http import EngineAnswer, EngineError
 from emulator.errors import EnvironmentProblem
 
-# What a docker-py call can raise: the engine's answers (APIError is a requests HTTPError) and
-# transport failures (engine gone, socket closed, timeout).
-ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
+# What an engine call can raise: the engine's answers and transport failures (engine gone,
+# socket closed, timeout).
+ENGINE_ERRORS = (EngineError,)
+# A 404 naming an image rather than a container or network (docker-py's reading of it).
+_IMAGE_WORDS = (
+    "no such image",
+    "not found: does not exist or no pull access",
+    "repository does not exist",
+    "was found but does not match the specified platform",
+)
 
 
 class Kind(enum.Enum):
-    """What a failed engine call means, decided once from the docker-py error itself."""
+    """What a failed engine call means, decided once from the error itself."""
 
     IMAGE_MISSING = "image missing"  # 404 "No such image"
     NOT_FOUND = "not found"  # 404: the container or network does not exist (any more)
@@ -50,20 +56,19 @@ EVERY_KIND = frozenset(Kind)
 
 def classify(exc: BaseException) -> Kind:
     """The translation table: the first matching row wins."""
-    if isinstance(exc, docker.errors.ImageNotFound):
-        return Kind.IMAGE_MISSING
-    if isinstance(exc, docker.errors.NotFound):
-        return Kind.NOT_FOUND
-    if isinstance(exc, docker.errors.APIError):
-        text = str(exc.explanation or exc)
-        if "could not select device driver" in text:
-            return Kind.NO_GPU_DRIVER
-        if "overlap" in text.lower():
-            return Kind.SUBNET_TAKEN
-        if exc.status_code == 409:
-            return Kind.CONFLICT
-        return Kind.REFUSED
-    return Kind.UNREACHABLE
+    if not isinstance(exc, EngineAnswer):
+        return Kind.UNREACHABLE
+    if exc.status_code == 404:
+        image = any(words in exc.explanation.lower() for words in _IMAGE_WORDS)
+        return Kind.IMAGE_MISSING if image else Kind.NOT_FOUND
+    text = str(exc.explanation or exc)
+    if "could not select device driver" in text:
+        return Kind.NO_GPU_DRIVER
+    if "overlap" in text.lower():
+        return Kind.SUBNET_TAKEN
+    if exc.status_code == 409:
+        return Kind.CONFLICT
+    return Kind.REFUSED
 
 
 @dataclass(frozen=True)

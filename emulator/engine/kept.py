@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import docker.types
-
+from emulator.engine.client import bind_mount, container_config, device_request, host_config
 from emulator.engine.docker import DockerEngine
 from emulator.engine.errors import GONE, Kind, engine_call
 from emulator.engine.labels import (
@@ -143,21 +142,18 @@ def create_shell(
     """Create (not start) a shell container for ``kept``'s host: its image, environment,
     user, working dir, limits and GPUs, the ``mounts`` given, hostname the host's, no network
     when the job had network isolation (else the default bridge). Returns its id."""
-    host_config = engine.api.create_host_config(
-        mounts=[
-            docker.types.Mount(target, str(source), type="bind", read_only=read_only)
-            for target, source, read_only in mounts
-        ],
+    host = host_config(
+        mounts=[bind_mount(target, str(source), read_only) for target, source, read_only in mounts],
         network_mode="none" if isolated else "bridge",
-        privileged=False,
         nano_cpus=setup.nano_cpus,
-        mem_limit=setup.memory_bytes,
-        device_requests=[_device_request(r) for r in setup.device_requests] or None,
+        memory_bytes=setup.memory_bytes,
+        device_requests=[_device_request(r) for r in setup.device_requests],
     )
     labels = {**job_labels(kept.job), LABEL_HOST: kept.host, LABEL_SHELL: "1"}
     with engine_call(f"create a shell container for {kept.host}"):
-        created = engine.api.create_container(
+        config = container_config(
             setup.image,
+            host,
             entrypoint=SHELL_COMMAND,
             command=[],
             environment=setup.environment,
@@ -165,21 +161,22 @@ def create_shell(
             working_dir=setup.working_dir or None,
             hostname=kept.host,
             labels=labels,
-            name=f"{kept.name}-shell-{secrets.token_hex(3)}",
             stdin_open=True,
             tty=tty,
-            host_config=host_config,
+        )
+        created = engine.api.create_container(
+            config, name=f"{kept.name}-shell-{secrets.token_hex(3)}"
         )
     return str(created["Id"])
 
 
-def _device_request(request: Mapping[str, Any]) -> docker.types.DeviceRequest:
+def _device_request(request: Mapping[str, Any]) -> dict[str, Any]:
     """A device request (GPUs) as the engine described it, asked for again."""
-    return docker.types.DeviceRequest(
+    return device_request(
+        int(request.get("Count") or 0),
+        [[str(c) for c in cs] for cs in request.get("Capabilities") or []],
         driver=str(request.get("Driver") or ""),
-        count=int(request.get("Count") or 0),
         device_ids=[str(i) for i in request.get("DeviceIDs") or []],
-        capabilities=[[str(c) for c in cs] for cs in request.get("Capabilities") or []],
         options={str(k): str(v) for k, v in (request.get("Options") or {}).items()},
     )
 

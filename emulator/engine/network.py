@@ -32,9 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import docker.types
-from docker import APIClient
-
+from emulator.engine.client import EngineClient
 from emulator.engine.errors import GONE, Kind, engine_call
 from emulator.engine.labels import job_labels
 from emulator.errors import EnvironmentProblem
@@ -72,7 +70,7 @@ class JobNetwork:
         return {host: str(self.address(index)) for index, host in enumerate(hosts)}
 
 
-def default_bridge(api: APIClient) -> JobNetwork | None:
+def default_bridge(api: EngineClient) -> JobNetwork | None:
     """The engine's default bridge network (``docker run``'s), None when it has none."""
     with engine_call("describe its default bridge network", tolerate={Kind.NOT_FOUND}) as call:
         network = api.inspect_network(DEFAULT_BRIDGE_NAME)
@@ -89,28 +87,29 @@ def default_bridge(api: APIClient) -> JobNetwork | None:
 
 
 def create_network(
-    api: APIClient, name: str, job: str, *, internal: bool, hosts: int
+    api: EngineClient, name: str, job: str, *, internal: bool, hosts: int
 ) -> JobNetwork:
     """A private bridge network with room for ``hosts`` fixed addresses (see module doc)."""
     prefix = subnet_prefix(hosts)
     chooser = random.Random()
     for _ in range(NETWORK_ATTEMPTS):
         subnet = free_subnet(prefix, _subnets_in_use(api), chooser)
-        pool = docker.types.IPAMPool(subnet=str(subnet), gateway=str(subnet.network_address + 1))
+        pool = {"Subnet": str(subnet), "Gateway": str(subnet.network_address + 1)}
+        body = {
+            "Name": name,
+            "Driver": "bridge",
+            "Internal": internal,
+            "Labels": job_labels(job),
+            "IPAM": {"Driver": "default", "Config": [pool]},
+            "Options": {INHIBIT_IPV4: "true"} if internal else {},
+            "CheckDuplicate": True,
+        }
         with engine_call(
             f"create the job network {name}",
             tolerate={Kind.SUBNET_TAKEN},
             wording=lambda failure: f"Cannot create the job network {name}: {failure.error}",
         ) as call:
-            api.create_network(
-                name,
-                driver="bridge",
-                internal=internal,
-                labels=job_labels(job),
-                ipam=docker.types.IPAMConfig(pool_configs=[pool]),
-                options={INHIBIT_IPV4: "true"} if internal else None,
-                check_duplicate=True,
-            )
+            api.create_network(body)
         if call.failure is None:
             return JobNetwork(name, subnet, internal)
         # else the subnet was taken meanwhile (another job): choose again
@@ -120,13 +119,13 @@ def create_network(
     )
 
 
-def remove_network(api: APIClient, name: str) -> None:
+def remove_network(api: EngineClient, name: str) -> None:
     """Remove a job network; one already gone is fine."""
     with engine_call(f"remove the network {name}", tolerate=GONE):
         api.remove_network(name)
 
 
-def _subnets_in_use(api: APIClient) -> list[ipaddress.IPv4Network]:
+def _subnets_in_use(api: EngineClient) -> list[ipaddress.IPv4Network]:
     used = list(host_routes())
     with engine_call("list its networks"):
         networks = api.networks()

@@ -16,15 +16,14 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from docker import APIClient
-
+from emulator.engine.client import EngineClient
 from emulator.engine.errors import ANSWERED, GONE, Failure, Kind, engine_call
 from emulator.engine.labels import LABEL_JOB, LABEL_KEPT, listed_name, owner_pid
 
 NETWORK_REMOVAL_SECONDS = 15.0
 
 
-def remove_orphans(api: APIClient, owner_alive: Callable[[int], bool]) -> list[str]:
+def remove_orphans(api: EngineClient, owner_alive: Callable[[int], bool]) -> list[str]:
     """Remove the containers, then the networks, whose emulator is gone; returns what was
     removed."""
 
@@ -59,7 +58,7 @@ def remove_orphans(api: APIClient, owner_alive: Callable[[int], bool]) -> list[s
     return removed
 
 
-def _remove_container(api: APIClient, info: Mapping[str, Any]) -> bool:
+def _remove_container(api: EngineClient, info: Mapping[str, Any]) -> bool:
     """Whether this call removed the container (not when gone, or being removed already)."""
     name = listed_name(info)
     with engine_call(
@@ -71,7 +70,7 @@ def _remove_container(api: APIClient, info: Mapping[str, Any]) -> bool:
     return call.failure is None
 
 
-def _kill(api: APIClient, info: Mapping[str, Any]) -> bool:
+def _kill(api: EngineClient, info: Mapping[str, Any]) -> bool:
     """Kill a kept container's process (the container stays); whether this call did."""
     name = listed_name(info)
     with engine_call(f"kill container {name}", tolerate=GONE | {Kind.CONFLICT}) as call:
@@ -79,7 +78,7 @@ def _kill(api: APIClient, info: Mapping[str, Any]) -> bool:
     return call.failure is None
 
 
-def _remove_network(api: APIClient, info: Mapping[str, Any]) -> bool:
+def _remove_network(api: EngineClient, info: Mapping[str, Any]) -> bool:
     """Remove a network, waiting a little for containers another prune is removing."""
     name = listed_name(info)
     deadline = time.monotonic() + NETWORK_REMOVAL_SECONDS

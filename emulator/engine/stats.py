@@ -20,10 +20,8 @@ stats carry no GPU figures (observe/resources.py says so where a job has GPUs).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -33,7 +31,8 @@ from typing import Any
 
 from emulator.engine.container import Container
 from emulator.engine.docker import DockerEngine
-from emulator.engine.errors import ENGINE_ERRORS, EVERY_KIND, engine_call
+from emulator.engine.errors import EVERY_KIND, engine_call
+from emulator.engine.http import Streamed
 
 # No sample for this long: the engine is stuck; the sampler ends rather than wait forever.
 READ_SECONDS = 15.0
@@ -96,7 +95,7 @@ class StatsStream:
     def __init__(self, engine: DockerEngine, container: Container) -> None:
         self._api = engine.api
         self._container = container
-        self._response: Any = None
+        self._response: Streamed | None = None
         self._closed = threading.Event()
         self._lock = threading.Lock()
 
@@ -111,16 +110,13 @@ class StatsStream:
             self._shut()
 
     def _samples(self) -> Iterator[StatsSample]:
-        api = self._api
-        url = f"{api.base_url}/v{api.api_version}/containers/{self._container.id}/stats"
-        response = api.get(url, params={"stream": 1}, stream=True, timeout=READ_SECONDS)
+        response = self._api.stats(self._container.id, timeout=READ_SECONDS)
         with self._lock:
             self._response = response
         if self._closed.is_set():  # closed while the request was on its way
             return
-        response.raise_for_status()
         started = False
-        for line in response.iter_lines():
+        for line in response.lines():
             if self._closed.is_set():
                 return
             try:
@@ -141,26 +137,8 @@ class StatsStream:
     def _shut(self) -> None:
         with self._lock:
             response, self._response = self._response, None
-        if response is None:
-            return
-        for part in _sockets(response):
-            with contextlib.suppress(OSError, ValueError):
-                part.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(*ENGINE_ERRORS, OSError, ValueError):
-            response.close()
-
-
-def _sockets(response: Any) -> list[socket.socket]:
-    """The socket(s) under a streamed response (docker-py reaches them the same way): a
-    shutdown wakes a read blocked in another thread, which closing alone does not."""
-    found: list[socket.socket] = []
-    part = getattr(getattr(getattr(response, "raw", None), "_fp", None), "fp", None)
-    for _ in range(3):  # BufferedReader -> SocketIO -> socket (TLS: SSLSocket)
-        part = getattr(part, "raw", None) or getattr(part, "_sock", None)
-        if isinstance(part, socket.socket):
-            found.append(part)
-            break
-    return found
+        if response is not None:
+            response.close()  # a shutdown of its socket: wakes a read blocked elsewhere
 
 
 def _timestamp(text: Any) -> float | None:

@@ -24,8 +24,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 
-from docker import APIClient
-
+from emulator.engine.client import EngineClient
 from emulator.engine.container import (
     EXIT_REMOVED,
     Container,
@@ -117,7 +116,7 @@ class TerminalContainer(Container):
     what the terminal shows). The CLI ends when the container does; ``remove`` and ``keep``
     reap it."""
 
-    def __init__(self, api: APIClient, container_id: str, host: str, *, tty: bool) -> None:
+    def __init__(self, api: EngineClient, container_id: str, host: str, *, tty: bool) -> None:
         super().__init__(api, container_id, host)
         self.tty = tty
         self._process: subprocess.Popen[bytes] | None = None
