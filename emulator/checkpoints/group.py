@@ -5,14 +5,13 @@ finished as one, watched by one observer and synced by one worker thread (``Sync
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from types import TracebackType
 
-from emulator.checkpoints.sync import FolderSync
+from emulator.checkpoints.sync import FinishesOnExit, FolderSync
 from emulator.checkpoints.watch import SyncThreads
 from emulator.errors import SourceError
 
 
-class SyncGroup:
+class SyncGroup(FinishesOnExit):
     """Several FolderSyncs behind the interface of one (``restore``, ``start``, ``finish``,
     and a context manager that syncs a last time however the block ends)."""
 
@@ -20,23 +19,6 @@ class SyncGroup:
         self.syncs = list(syncs)
         self.notice = notice
         self._threads: SyncThreads | None = None
-
-    def __enter__(self) -> SyncGroup:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        if error is None:
-            self.finish()
-            return
-        try:  # the job broke off: still keep what the hosts wrote, without hiding why
-            self.finish()
-        except SourceError as exc:
-            self.notice(str(exc))
 
     def restore(self) -> None:
         for sync in self.syncs:

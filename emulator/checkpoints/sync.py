@@ -62,6 +62,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from emulator.checkpoints.files import (
     Signature,
@@ -118,7 +119,35 @@ class _Host:
     reported: set[str] = field(default_factory=set)  # skipped names already reported
 
 
-class FolderSync:
+class FinishesOnExit:
+    """A context manager that syncs a last time however its block ends (``finish``); when
+    the block raised, a sync that fails too is only a notice: the block's error is the one
+    that propagates."""
+
+    notice: Notice
+
+    def finish(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if error is None:
+            self.finish()
+            return
+        try:  # the job broke off: still keep what the hosts wrote, without hiding why
+            self.finish()
+        except SourceError as exc:
+            self.notice(str(exc))
+
+
+class FolderSync(FinishesOnExit):
     """Restore, continuous sync and final reconciliation of one folder of every host with a
     location (see the module doc). ``uri=None`` makes every method a no-op. ``label`` names
     the folder in notices and errors ("checkpoint", "TensorBoard output"). Upload-only
@@ -147,23 +176,6 @@ class FolderSync:
         self._finished = False
         self._threads: SyncThreads | None = None  # its own, when started alone
         self._lock = threading.Lock()  # one sync at a time
-
-    def __enter__(self) -> FolderSync:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        if error is None:
-            self.finish()
-            return
-        try:  # the job broke off: still keep what the hosts wrote, without hiding why
-            self.finish()
-        except SourceError as exc:
-            self.notice(str(exc))
 
     # -- restore -------------------------------------------------------------------------
 

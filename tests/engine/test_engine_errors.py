@@ -23,6 +23,7 @@ from emulator.engine import DockerEngine
 from emulator.errors import EnvironmentProblem
 from emulator.state.store import JobStore
 from tests.fixtures.cli import EMULATOR
+from tests.fixtures.sockets import SocketServer, engine_connection, unix_listener
 
 DIGEST = "sha256:" + "0" * 64
 ENGINE_GONE = (
@@ -32,7 +33,7 @@ ENGINE_GONE = (
 pytestmark = pytest.mark.docker
 
 
-class DyingEngine:
+class DyingEngine(SocketServer):
     """A unix socket that relays the first ``answers`` HTTP requests to the real engine, then
     closes the connection of the next one and of every later connection."""
 
@@ -42,27 +43,13 @@ class DyingEngine:
         self._engine = engine
         self._left = answers
         self._lock = threading.Lock()
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listener.bind(str(path))
-        self._listener.listen()
-        self._sockets: list[socket.socket] = [self._listener]
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(unix_listener(path))
 
-    def close(self) -> None:
-        for sock in self._sockets:
-            sock.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return  # closed
-            engine = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            engine.connect(self._engine)
-            self._sockets += [client, engine]
-            threading.Thread(target=self._requests, args=(client, engine), daemon=True).start()
-            threading.Thread(target=self._relay, args=(engine, client), daemon=True).start()
+    def connected(self, client: socket.socket) -> None:
+        engine = engine_connection(self._engine)
+        self.track(engine)
+        threading.Thread(target=self._requests, args=(client, engine), daemon=True).start()
+        threading.Thread(target=self._relay, args=(engine, client), daemon=True).start()
 
     def _answer(self, chunk: bytes) -> bool:
         """Whether the requests starting in ``chunk`` are still answered."""

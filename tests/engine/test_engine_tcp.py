@@ -13,35 +13,25 @@ import pytest
 
 from emulator.engine import ContainerPlan, DockerEngine
 from tests.fixtures.jobs import BUSYBOX, JobRunner
+from tests.fixtures.sockets import SocketServer, engine_connection
 
 pytestmark = pytest.mark.docker
 
 
-class TcpRelay:
+class TcpRelay(SocketServer):
     """127.0.0.1:<port> relayed to the engine's unix socket, one connection each."""
 
     def __init__(self, engine: str) -> None:
         self._engine = engine
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._open: list[socket.socket] = [self._listener]
-        threading.Thread(target=self._accept, daemon=True).start()
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.port = listener.getsockname()[1]
+        super().__init__(listener)
 
-    def close(self) -> None:
-        for sock in self._open:
-            sock.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            engine = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            engine.connect(self._engine)
-            self._open += [client, engine]
-            for source, sink in ((client, engine), (engine, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+    def connected(self, client: socket.socket) -> None:
+        engine = engine_connection(self._engine)
+        self.track(engine)
+        for source, sink in ((client, engine), (engine, client)):
+            threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
 
     @staticmethod
     def _pipe(source: socket.socket, sink: socket.socket) -> None:

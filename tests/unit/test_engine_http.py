@@ -25,6 +25,7 @@ from emulator.engine.client import EngineClient, connect, container_config, host
 from emulator.engine.errors import Kind, classify, engine_call
 from emulator.engine.http import EngineAnswer, EngineUnreachable, UnixTransport
 from emulator.errors import EnvironmentProblem
+from tests.fixtures.sockets import SocketServer, unix_listener
 
 # (method, path, body) -> the raw bytes to answer, or None to close the connection unanswered
 Responder = Callable[[str, str, bytes], bytes | None]
@@ -49,7 +50,7 @@ def frame(stream: int, payload: bytes) -> bytes:
     return struct.pack(">II", stream << 24, len(payload)) + payload
 
 
-class FakeEngine:
+class FakeEngine(SocketServer):
     """An HTTP/1.1 server on a unix socket: keep-alive, one thread per connection."""
 
     def __init__(self, path: Path, respond: Responder) -> None:
@@ -57,25 +58,11 @@ class FakeEngine:
         self.respond = respond
         self.requests: list[tuple[str, str]] = []
         self.connections = 0
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listener.bind(str(path))
-        self._listener.listen()
-        self._open: list[socket.socket] = [self._listener]
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(unix_listener(path))
 
-    def close(self) -> None:
-        for sock in self._open:
-            sock.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            self._open.append(client)
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+    def connected(self, client: socket.socket) -> None:
+        self.connections += 1
+        threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
         buffered = b""
