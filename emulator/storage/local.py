@@ -24,9 +24,9 @@ Files reached through links are checked against the sensitive host paths like an
 Every other OSError of the file system (a name too long, a full disk) becomes a SourceError
 naming the path and the system's message; except that ``open``/``read_range`` of a vanished
 file raise FileNotFoundError, the Source protocol's "missing object" (FastFile answers ENOENT
-with it). A File-mode download copies with a few threads; on the first error (or Ctrl-C) the
-copies not yet begun are cancelled and those under way stop at their next chunk before it
-re-raises.
+with it). A File-mode download is ``storage.copying.copy_files``: a few threads, the bytes
+copied by the kernel; on the first error (or Ctrl-C) the copies not yet begun are left and
+those under way stop at their next chunk before it re-raises.
 """
 
 from __future__ import annotations
@@ -35,8 +35,6 @@ import errno
 import os
 import pwd
 import stat
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -45,9 +43,8 @@ from urllib.parse import unquote, urlparse
 from emulator.errors import SourceError
 from emulator.progress import NO_PROGRESS, Progress
 from emulator.storage.base import Entry, Source, safe_relative_path
+from emulator.storage.copying import FileCopy, copy_files
 
-COPY_CHUNK = 8 * 1024 * 1024
-COPY_WORKERS = 4
 SHOWN = 5  # entries named in a message; the rest are counted
 _SPECIAL = (
     (stat.S_ISFIFO, "FIFO"),
@@ -90,10 +87,6 @@ def describe_skipped(skipped: list[Skipped]) -> str:
     if len(skipped) == 1:
         return f"1 entry that is not a regular file ({shown})"
     return f"{len(skipped)} entries that are not regular files ({shown}{more})"
-
-
-class _Cancelled(Exception):
-    """A copy stopped because another one failed (or the download was interrupted)."""
 
 
 # os.access checks the real user by default; the effective one is who opens the files.
@@ -273,37 +266,22 @@ class LocalSource(Source):
             raise os_error(f"{self.uri}: cannot read {entry.relative_path}", exc) from exc
 
     def download(self, entries: list[Entry], dest: Path, progress: Progress = NO_PROGRESS) -> None:
-        cancelled = threading.Event()
+        def failure(copy: FileCopy, exc: OSError) -> SourceError:
+            name = os.path.relpath(copy.target, dest)
+            return os_error(f"{self.uri}: copying {name} to {copy.target} failed", exc)
 
-        def copy(entry: Entry) -> None:
-            target = dest / entry.relative_path
-            copied = 0
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with open(entry.location, "rb") as src, open(target, "wb") as dst:
-                    while chunk := src.read(COPY_CHUNK):
-                        if cancelled.is_set():
-                            raise _Cancelled
-                        dst.write(chunk)
-                        copied += len(chunk)
-                        progress.advance(len(chunk))
-            except OSError as exc:
-                raise os_error(
-                    f"{self.uri}: copying {entry.relative_path} to {target} failed", exc
-                ) from exc
-            if copied != entry.size:
-                raise SourceError(
-                    f"{entry.location}: copied {copied} bytes but the file had {entry.size} "
-                    "when listed; was it modified during the copy?"
-                )
-            progress.object_done()
+        def size_changed(copy: FileCopy, copied: int) -> SourceError:
+            return SourceError(
+                f"{copy.source}: copied {copied} bytes but the file had {copy.size} when "
+                "listed; was it modified during the copy?"
+            )
 
-        pool = ThreadPoolExecutor(max_workers=COPY_WORKERS)
+        root = str(dest)  # plain strings: a Path per file costs more than its copy
+        copies = [
+            FileCopy(entry.location, os.path.join(root, entry.relative_path), entry.size)
+            for entry in entries
+        ]
         try:
-            for future in [pool.submit(copy, entry) for entry in entries]:
-                future.result()
-        except BaseException:
-            cancelled.set()
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        pool.shutdown(wait=True)
+            copy_files(copies, progress=progress, failure=failure, size_changed=size_changed)
+        except OSError as exc:  # making the folders
+            raise os_error(f"{self.uri}: copying to {dest} failed", exc) from exc
