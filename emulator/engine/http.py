@@ -14,13 +14,12 @@ seen before reuse (readable with nothing to read) and dropped: requests are neve
 
 Errors: an answer of 400 or more is an ``EngineAnswer`` (status, the engine's message); no
 answer at all (no socket, refused, permission denied, closed, timeout) is
-``EngineUnreachable``. ``errors.py`` classifies both.
+``EngineUnreachable``. ``errors.py`` classifies both. The HTTP/1.1 itself is ``http1.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import select
 import socket
@@ -28,6 +27,8 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlencode
+
+from emulator.engine.http1 import Answer, Connection, Malformed, parse_head, request_head
 
 DEFAULT_TIMEOUT = 120.0  # seconds without an answer before a call counts as failed
 POOL_SIZE = 32  # idle connections kept for reuse
@@ -105,20 +106,15 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float | None) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(self.timeout)
-            sock.connect(self._path)
-        except BaseException:
-            sock.close()
-            raise
-        self.sock = sock
+def _connect(path: str, timeout: float | None) -> Connection:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(path)
+    except BaseException:
+        sock.close()
+        raise
+    return Connection(sock)
 
 
 def target(path: str, query: Query) -> str:
@@ -142,7 +138,7 @@ class UnixTransport:
     def __init__(self, path: str) -> None:
         self.path = path
         self.where = f"unix://{path}"
-        self._idle: list[_UnixConnection] = []
+        self._idle: list[Connection] = []
         self._lock = threading.Lock()
         self._closed = False
 
@@ -157,40 +153,45 @@ class UnixTransport:
         dedicated: bool = False,
     ) -> Reply:
         url = target(path, query)
-        connection = self._fresh(timeout) if dedicated else self._take(timeout)
+        connection: Connection | None = None
         reusable = False
         try:
-            response = self._send(connection, method, url, body)
-            data = response.read()
-            reusable = not dedicated and not response.will_close
-        except (OSError, http.client.HTTPException) as error:
+            connection = self._fresh(timeout) if dedicated else self._take(timeout)
+            answer = self._send(connection, method, url, body)
+            data = answer.read()
+            reusable = not dedicated and answer.reusable
+        except OSError as error:
             raise self._unreachable(error) from None
         finally:
-            if reusable:
-                self._give(connection)
-            else:
-                connection.close()
-        if response.status >= 400:
-            raise EngineAnswer(response.status, response.reason, url, explanation_of(data))
-        return Reply(response.status, data, dict(response.getheaders()))
+            if connection is not None:
+                if reusable:
+                    self._give(connection)
+                else:
+                    connection.close()
+        if answer.status >= 400:
+            raise EngineAnswer(answer.status, answer.reason, url, explanation_of(data))
+        return Reply(answer.status, data, answer.headers)
 
     def stream(
         self, method: str, path: str, *, query: Query = None, timeout: float | None = None
     ) -> Streamed:
         url = target(path, query)
-        connection = self._fresh(timeout)
         try:
-            response = self._send(connection, method, url, None)
-            if response.status >= 400:
-                data = response.read()
-                raise EngineAnswer(response.status, response.reason, url, explanation_of(data))
-        except (OSError, http.client.HTTPException) as error:
+            connection = self._fresh(timeout)
+        except OSError as error:
+            raise self._unreachable(error) from None
+        try:
+            answer = self._send(connection, method, url, None)
+            if answer.status >= 400:
+                data = answer.read()
+                raise EngineAnswer(answer.status, answer.reason, url, explanation_of(data))
+        except OSError as error:
             connection.close()
             raise self._unreachable(error) from None
         except BaseException:
             connection.close()
             raise
-        return _UnixStream(connection, response)
+        return _UnixStream(connection, answer)
 
     def hijack(self, path: str, *, query: Query = None) -> socket.socket:
         url = target(path, query)
@@ -198,13 +199,13 @@ class UnixTransport:
         try:
             sock.settimeout(DEFAULT_TIMEOUT)
             sock.connect(self.path)
-            sock.sendall(
-                f"POST {url} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n"
-                "Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n".encode()
-            )
-            status, reason, headers = _read_head(sock)
+            upgrade = {"Content-Length": "0", "Connection": "Upgrade", "Upgrade": "tcp"}
+            sock.sendall(request_head("POST", url, upgrade))
+            status, reason, headers, version = _read_head(sock)
             if status >= 400:
-                data = _read_body(sock, headers)
+                # An error is a plain answer: its body is read like any other.
+                with sock.makefile("rb") as reader:
+                    data = Answer(reader, "POST", status, reason, headers, version).read()
                 raise EngineAnswer(status, reason, url, explanation_of(data))
         except OSError as error:
             sock.close()
@@ -222,35 +223,33 @@ class UnixTransport:
         for connection in idle:
             connection.close()
 
-    def _send(
-        self, connection: _UnixConnection, method: str, url: str, body: Any
-    ) -> http.client.HTTPResponse:
+    def _send(self, connection: Connection, method: str, url: str, body: Any) -> Answer:
         headers = {}
-        payload = None
+        payload = b""
         if body is not None:
             payload = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
+            headers["Content-Length"] = str(len(payload))
         elif method in ("POST", "PUT"):
             headers["Content-Length"] = "0"
-        connection.request(method, url, body=payload, headers=headers)
-        return connection.getresponse()
+        connection.send(method, url, headers, payload)
+        return connection.answer(method)
 
-    def _fresh(self, timeout: float | None) -> _UnixConnection:
-        return _UnixConnection(self.path, timeout)
+    def _fresh(self, timeout: float | None) -> Connection:
+        return _connect(self.path, timeout)
 
-    def _take(self, timeout: float | None) -> _UnixConnection:
+    def _take(self, timeout: float | None) -> Connection:
         while True:
             with self._lock:
                 connection = self._idle.pop() if self._idle else None
             if connection is None:
                 return self._fresh(timeout)
-            if connection.sock is not None and not _dropped(connection.sock):
-                connection.timeout = timeout
+            if not _dropped(connection.sock):
                 connection.sock.settimeout(timeout)
                 return connection
             connection.close()
 
-    def _give(self, connection: _UnixConnection) -> None:
+    def _give(self, connection: Connection) -> None:
         with self._lock:
             if not self._closed and len(self._idle) < POOL_SIZE:
                 self._idle.append(connection)
@@ -267,31 +266,28 @@ class UnixTransport:
 class _UnixStream:
     """A streamed answer on its own connection."""
 
-    def __init__(self, connection: _UnixConnection, response: http.client.HTTPResponse) -> None:
+    def __init__(self, connection: Connection, answer: Answer) -> None:
         self._connection = connection
-        self._response = response
-        self._sock = connection.sock
+        self._answer = answer
 
     def lines(self) -> Iterator[bytes]:
         try:
-            while line := self._response.readline():
+            while line := self._answer.readline():
                 yield line.rstrip(b"\r\n")
-        except (OSError, http.client.HTTPException) as error:
+        except (OSError, ValueError) as error:
             raise EngineUnreachable(f"the engine's stream broke off ({error})") from None
 
     def chunks(self, size: int) -> Iterator[bytes]:
         try:
-            while chunk := self._response.read1(size):
+            while chunk := self._answer.read1(size):
                 yield chunk
-        except (OSError, http.client.HTTPException) as error:
+        except (OSError, ValueError) as error:
             raise EngineUnreachable(f"the engine's stream broke off ({error})") from None
 
     def close(self) -> None:
-        if self._sock is not None:
-            with contextlib.suppress(OSError):
-                self._sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked elsewhere
-        with contextlib.suppress(OSError, ValueError, http.client.HTTPException):
-            self._connection.close()
+        with contextlib.suppress(OSError):
+            self._connection.sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked elsewhere
+        self._connection.close()
 
 
 def _dropped(sock: socket.socket) -> bool:
@@ -319,7 +315,7 @@ def _recv_exactly(sock: socket.socket, count: int) -> bytes:
     return b"".join(parts)
 
 
-def _read_head(sock: socket.socket) -> tuple[int, str, dict[str, str]]:
+def _read_head(sock: socket.socket) -> tuple[int, str, dict[str, str], str]:
     """Read an answer's head and not one byte more (the raw stream follows it): peek, then
     take what belongs to the head."""
     head = b""
@@ -333,42 +329,5 @@ def _read_head(sock: socket.socket) -> tuple[int, str, dict[str, str]]:
             break
         head += _recv_exactly(sock, len(peeked))
         if len(head) > HEAD_LIMIT:
-            raise http.client.HTTPException("the engine's answer has no end of head")
-    status_line, *fields = head.decode("latin-1").split("\r\n")
-    parts = status_line.split(" ", 2)
-    if len(parts) < 2 or not parts[1].isdigit():
-        raise http.client.BadStatusLine(status_line)
-    headers = {}
-    for field in fields:
-        name, _, value = field.partition(":")
-        if name:
-            headers[name.strip().lower()] = value.strip()
-    return int(parts[1]), parts[2] if len(parts) > 2 else "", headers
-
-
-def _read_body(sock: socket.socket, headers: Mapping[str, str]) -> bytes:
-    """An error answer's body (Content-Length, else up to the end of the connection)."""
-    length = headers.get("content-length", "")
-    if length.isdigit():
-        return _recv_exactly(sock, int(length))
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        return _read_chunked(sock)
-    parts = []
-    with contextlib.suppress(OSError):
-        while part := sock.recv(HEAD_LIMIT):
-            parts.append(part)
-    return b"".join(parts)
-
-
-def _read_chunked(sock: socket.socket) -> bytes:
-    """A chunked body, read a byte at a time up to its last chunk (error bodies are short)."""
-    parts: list[bytes] = []
-    while True:
-        line = b""
-        while not line.endswith(b"\r\n"):
-            line += _recv_exactly(sock, 1)
-        size = int(line.split(b";")[0].strip() or b"0", 16)
-        if size == 0:
-            return b"".join(parts)
-        parts.append(_recv_exactly(sock, size))
-        _recv_exactly(sock, 2)
+            raise Malformed("the engine's answer has no end of head")
+    return parse_head(head[:-4])

@@ -289,6 +289,77 @@ def test_an_idle_connection_the_engine_closed_is_not_reused(
         client.close()
 
 
+@pytest.mark.parametrize(
+    ("raw", "body", "reused"),
+    [
+        # HTTP/1.0 without keep-alive, no length: the body runs to the end of the connection
+        (b'HTTP/1.0 200 OK\r\n\r\n{"to": "the end"}', {"to": "the end"}, False),
+        # the engine asks to close after this answer
+        (
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}",
+            {},
+            False,
+        ),
+        # an interim answer first, then the real one
+        (
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]",
+            [],
+            True,
+        ),
+        # no body at all, whatever the head says
+        (b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", None, True),
+        # chunk extensions and trailers
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"1;ext=1\r\n[\r\n1\r\n]\r\n0\r\nTrailer: x\r\n\r\n",
+            [],
+            True,
+        ),
+    ],
+)
+def test_every_framing_of_an_answer_is_read_and_the_connection_reused_only_when_it_can(
+    serve: Callable[[Responder], FakeEngine], raw: bytes, body: object, reused: bool
+) -> None:
+    def respond(method: str, target: str, request_body: bytes) -> bytes | None:
+        if len(engine.requests) > 1:
+            return answer(200, {"second": True})
+        if reused:
+            return raw
+        engine._open[-1].sendall(raw)
+        return None  # and the engine closes the connection
+
+    engine = serve(respond)
+    transport = UnixTransport(str(engine.path))
+    try:
+        assert transport.request("GET", "/v1.41/info", timeout=10).json() == body
+        assert transport.request("GET", "/v1.41/info", timeout=10).json() == {"second": True}
+    finally:
+        transport.close()
+    assert engine.connections == (1 if reused else 2)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"SSH-2.0-OpenSSH\r\n\r\n",  # not HTTP
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",  # closed inside the body
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",  # bad chunk size
+    ],
+)
+def test_an_answer_that_is_not_http_or_ends_early_is_an_unreachable_engine(
+    serve: Callable[[Responder], FakeEngine], raw: bytes
+) -> None:
+    def respond(method: str, target: str, body: bytes) -> bytes | None:
+        engine._open[-1].sendall(raw)
+        return None  # and close
+
+    engine = serve(respond)
+    transport = UnixTransport(str(engine.path))
+    with pytest.raises(EngineUnreachable):
+        transport.request("GET", "/v1.41/info", timeout=10)
+    transport.close()
+
+
 def test_an_engine_that_never_answers_times_out(serve: Callable[[Responder], FakeEngine]) -> None:
     def respond(method: str, target: str, body: bytes) -> bytes:
         time.sleep(2)
@@ -336,11 +407,12 @@ import emulator.cli.main, emulator.api, emulator.run.job, emulator.engine.stats
 from emulator.engine import DockerEngine
 engine = DockerEngine()
 assert engine.cpu_count() == 3
-print(json.dumps(sorted(m for m in ("docker", "requests", "urllib3") if m in sys.modules)))
+heavy = ("docker", "requests", "urllib3", "http.client", "ssl")
+print(json.dumps(sorted(m for m in heavy if m in sys.modules)))
 """
 
 
-def test_a_job_on_the_unix_socket_imports_neither_docker_py_nor_requests(tmp_path: Path) -> None:
+def test_a_job_on_the_unix_socket_imports_neither_docker_py_nor_http_client(tmp_path: Path) -> None:
     path = tmp_path / "engine.sock"
     env = {**os.environ, "DOCKER_HOST": f"unix://{path}"}
     result = subprocess.run(
