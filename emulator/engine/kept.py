@@ -13,7 +13,7 @@ die), then started and attached on the user's terminal by the docker CLI (``dock
 
 from __future__ import annotations
 
-import secrets
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,7 +165,7 @@ def create_shell(
             tty=tty,
         )
         created = engine.api.create_container(
-            config, name=f"{kept.name}-shell-{secrets.token_hex(3)}"
+            config, name=f"{kept.name}-shell-{os.urandom(3).hex()}"
         )
     return str(created["Id"])
 

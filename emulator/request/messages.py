@@ -7,7 +7,6 @@ indices in the path (``InputDataConfig[1].ChannelName``); the request itself is 
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from collections.abc import Callable
@@ -166,5 +165,7 @@ def suggest(word: str, choices: tuple[str, ...] | list[str]) -> str:
         return ""
     folded = [c for c in choices if c.lower() == word.lower()]
     prefixed = [c for c in choices if c.lower().endswith("." + word.lower())]  # m5.xlarge
+    import difflib  # only when a word is misspelt: not on every start
+
     close = folded or prefixed or difflib.get_close_matches(word, list(choices), n=1, cutoff=0.75)
     return f'; did you mean "{close[0]}"?' if close else ""

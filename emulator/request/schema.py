@@ -15,9 +15,9 @@ the walk checks in place of the model's pattern.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -127,7 +127,7 @@ def _cache_file() -> Path:
     import botocore
 
     key = f"{botocore.__version__}-{os.environ.get('AWS_DATA_PATH', '')}"
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    digest = f"{zlib.crc32(key.encode()):08x}"  # names a cache file; hashlib costs 3 ms
     return cache_dir() / f"create-training-job-schema-{_FORMAT}-{digest}.json"
 
 
