@@ -50,7 +50,7 @@ PROBE_CODE = textwrap.dedent(
 def emulator(
     jobs: JobRunner, *args: str, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "EMULATOR_HOME": str(jobs.home), "TMPDIR": str(jobs.work_root)}
+    env = jobs.cli_environ()
     return subprocess.run(
         [*EMULATOR, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=150
     )
@@ -248,7 +248,7 @@ def test_watch_reruns_on_change_and_ctrl_c_ends_it(
     root = jobs.work_root.parent
     code = make_code(root, {"train.py": WATCHED.format(version=1)})
     base = unique_name("watch")
-    env = {**os.environ, "EMULATOR_HOME": str(jobs.home), "TMPDIR": str(jobs.work_root)}
+    env = jobs.cli_environ()
     stderr_path = root / "watch.stderr"
     with open(root / "watch.stdout", "wb") as stdout, open(stderr_path, "wb") as stderr:
         process = subprocess.Popen(

@@ -5,7 +5,6 @@ two-host job with its exit status passed through; a finished job is refused with
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import threading
 import time
@@ -29,7 +28,7 @@ PRINTER = (
 
 def emulator(jobs: JobRunner, *args: str, stdin: str = "", **popen: Any) -> subprocess.Popen[str]:
     """`emulator ARGS` in a process of its own, with the jobs' state dir, stdin piped."""
-    env = {**os.environ, "EMULATOR_HOME": str(jobs.home), "TMPDIR": str(jobs.work_root)}
+    env = jobs.cli_environ()
     return subprocess.Popen(
         [*EMULATOR, *args],
         env=env,

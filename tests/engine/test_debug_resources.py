@@ -97,7 +97,7 @@ def test_memory_and_cpu_are_sampled_as_system_metrics(jobs: JobRunner) -> None:
 def cli_job(jobs: JobRunner, *flags: str) -> tuple[str, subprocess.CompletedProcess[str]]:
     """`emulator run FLAGS` as ml.t3.medium (2 vCPUs, 4 GiB), in a process of its own."""
     name = unique_name("res")
-    env = {**os.environ, "EMULATOR_HOME": str(jobs.home), "TMPDIR": str(jobs.work_root)}
+    env = jobs.cli_environ()
     command = [*EMULATOR, "run", "--job-name", name, "--output", str(jobs.output)]
     command += ["--stop-grace", "1", "--instance-type", "ml.t3.medium", *flags]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
@@ -116,9 +116,11 @@ def test_a_job_beyond_its_instance_memory_is_warned(jobs: JobRunner) -> None:
     assert warning in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
 
-    env = {**os.environ, "EMULATOR_HOME": str(jobs.home)}
     listed = subprocess.run(
-        [*EMULATOR, "metrics", name, "--format", "json"], env=env, capture_output=True, text=True
+        [*EMULATOR, "metrics", name, "--format", "json"],
+        env=jobs.cli_environ(),
+        capture_output=True,
+        text=True,
     )
     assert listed.returncode == 0, listed.stderr
     points = json.loads(listed.stdout)["Points"]
