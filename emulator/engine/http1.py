@@ -172,6 +172,11 @@ class Answer:
         if self._left == 0:
             self._done = True
             return b""
+        return self._read_counted(size)
+
+    def _read_counted(self, size: int) -> bytes:
+        """Up to ``size`` of the ``_left`` bytes the framing still promises."""
+        assert self._left is not None
         data = self._reader.read1(min(size, self._left))
         if not data:
             raise ConnectionResetError("the engine closed the connection inside an answer")
@@ -192,10 +197,7 @@ class Answer:
                 self._skip_trailers()
                 self._done = True
                 return b""
-        data = self._reader.read1(min(size, self._left))
-        if not data:
-            raise ConnectionResetError("the engine closed the connection inside an answer")
-        self._left -= len(data)
+        data = self._read_counted(size)
         if self._left == 0 and self._reader.readline(HEAD_LIMIT).strip():
             raise Malformed("a chunk does not end where its size says")
         return data
