@@ -80,7 +80,7 @@ class DockerEngine:
     def __init__(self) -> None:
         where = docker_host()
         api: EngineClient | None = None
-        with engine_call("answer", wording=lambda _: no_engine(where)):
+        with engine_call("answer", wording=lambda failure: no_engine(where, failure)):
             api = connect(where)  # its ping (which says the API version) is the answer
         assert api is not None  # engine_call raised otherwise
         self.api = api

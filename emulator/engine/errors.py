@@ -13,11 +13,12 @@ a ``Failure`` made of the kind and the engine's words only.
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from types import TracebackType
 
-from emulator.engine.http import EngineAnswer, EngineError
+from emulator.engine.http import EngineAnswer, EngineDenied, EngineError
 from emulator.errors import EnvironmentProblem
 
 # What an engine call can raise: the engine's answers and transport failures (engine gone,
@@ -78,11 +79,13 @@ class Failure:
     kind: Kind
     detail: str  # the engine's explanation where it gave one, else the error
     error: str  # the whole error (with the HTTP status, for an answer)
+    denied: bool = False  # the socket refused this user (file permissions)
 
     @classmethod
     def of(cls, exc: BaseException) -> Failure:
         error = str(exc)
-        return cls(classify(exc), str(getattr(exc, "explanation", None) or error), error)
+        detail = str(getattr(exc, "explanation", None) or error)
+        return cls(classify(exc), detail, error, isinstance(exc, EngineDenied))
 
 
 Wording = Callable[[Failure], str | None]
@@ -129,11 +132,28 @@ class engine_call:  # lower case: used like a function, `with engine_call(...) a
         raise EnvironmentProblem(worded or default_message(self.what, failure)) from exc
 
 
-def no_engine(where: str) -> str:
+def no_engine(where: str, failure: Failure | None = None) -> str:
+    """What to do when the engine at ``where`` does not answer: start it, or (the socket
+    refused this user) get the right to use it."""
+    if failure is not None and failure.denied:
+        return (
+            f"The Docker engine at {where} refuses the user running the emulator ({_user()}): "
+            "permission denied on its socket. Add the user to the docker group (`sudo usermod "
+            "-aG docker $USER`, then log in again), or run the emulator as root"
+        )
     return (
         f"No Docker engine answers at {where}: start one (`make engine` as root, or "
         "`sudo systemctl start docker`) or point DOCKER_HOST at it"
     )
+
+
+def _user() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
 
 
 def missing_image(image: str) -> str:

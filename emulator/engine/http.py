@@ -56,6 +56,10 @@ class EngineUnreachable(EngineError):
     """No answer: no engine, the connection refused or closed, a timeout."""
 
 
+class EngineDenied(EngineUnreachable):
+    """The engine's socket is there but this user may not connect to it."""
+
+
 class Reply:
     """A whole answer: its status and body."""
 
@@ -260,6 +264,8 @@ class UnixTransport:
         if isinstance(error, TimeoutError | socket.timeout):
             return EngineUnreachable(f"no answer from {self.where} in time ({error})")
         words = str(error) or type(error).__name__
+        if isinstance(error, PermissionError):
+            return EngineDenied(f"the connection to {self.where} was refused ({words})")
         return EngineUnreachable(f"the connection to {self.where} failed ({words})")
 
 

@@ -1,6 +1,7 @@
 """A non-root user of the docker group runs the emulator: the files a root training container
 writes into its bind mounts (root-owned on the host) must not outlive the job's work dir, nor a
-dead emulator's work dir once ``emulator prune`` runs.
+dead emulator's work dir once ``emulator prune`` runs. A user outside the group is told what to
+do about the socket that refuses it.
 
 Real: a user is created for the test (and deleted after), added to the ``docker`` group, and
 the CLI runs as that user (``runuser``) with the probe image (busybox, root).
@@ -17,7 +18,7 @@ import docker
 from emulator.engine import LABEL_JOB
 from emulator.run.workdir import IMAGE_FILE, OWNER_FILE, WORK_DIR_PREFIX
 from tests.fixtures.jobs import PROBE, channel, probe_request, read_archive, unique_name
-from tests.fixtures.nonroot import User, needs_root_tools
+from tests.fixtures.nonroot import User, needs_root_tools, python_for
 
 pytestmark = needs_root_tools
 
@@ -99,3 +100,19 @@ def test_prune_removes_a_dead_emulators_root_owned_files(
     assert not work.exists(), result.stdout + result.stderr
     assert f"removed work dir {work}" in result.stdout
     assert labelled(job) == []
+
+
+def test_a_user_the_engine_socket_refuses_is_told_to_join_the_docker_group(
+    outsider: User,
+) -> None:
+    interpreter, env = python_for(outsider)
+    command = ["-m", "emulator", "run", "--image", PROBE, "--output", str(outsider.output)]
+
+    result = outsider.run(*command, python=interpreter, env=env)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "permission denied on its socket" in result.stderr, result.stderr
+    assert f"refuses the user running the emulator ({outsider.name})" in result.stderr
+    assert "usermod -aG docker" in result.stderr
+    assert "No Docker engine answers" not in result.stderr  # it does answer: not to this user
+    assert "Traceback" not in result.stderr
