@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -43,8 +44,17 @@ def _apply(options: list[Callable[[F], F]], function: F) -> F:
 
 
 def request_options(function: F) -> F:
-    """Flags that build a CreateTrainingJob request, or override members of one."""
-    return _apply(
+    """Flags that build a CreateTrainingJob request, or override members of one. The command
+    gets them parsed, as one keyword: ``flags`` (an ``Overrides``)."""
+    flag_names: set[str] = set()
+
+    @functools.wraps(function)
+    def with_flags(*args: Any, **kwargs: Any) -> Any:
+        raw = {name: kwargs.pop(name) for name in flag_names}
+        return function(*args, flags=request_overrides(raw), **kwargs)
+
+    known = list(getattr(function, "__click_params__", []))
+    decorated = _apply(
         [
             click.option(
                 "--image", help="TrainingImage (run: must be present locally; never pulled)."
@@ -88,8 +98,12 @@ def request_options(function: F) -> F:
                 help="RetryStrategy.MaximumRetryAttempts.",
             ),
         ],
-        function,
+        cast(F, with_flags),
     )
+    # click keeps a command's parameters on the function: ours are those it did not have.
+    params: list[click.Parameter] = decorated.__click_params__  # type: ignore[attr-defined]
+    flag_names.update(str(param.name) for param in params if param not in known)
+    return decorated
 
 
 def machine_options(function: F) -> F:
@@ -216,42 +230,24 @@ def _port(text: str) -> int:
     return port
 
 
-def request_overrides(
-    *,
-    image: str | None,
-    entrypoint: tuple[str, ...],
-    arguments: tuple[str, ...],
-    input_mode: str | None,
-    channel: tuple[str, ...],
-    hyperparameter: tuple[str, ...],
-    env: tuple[str, ...],
-    metric: tuple[str, ...],
-    output: str | None,
-    job_name: str | None,
-    max_runtime: int | None,
-    instance_type: str | None,
-    instance_count: int | None,
-    managed_spot: bool = False,
-    max_wait: int | None = None,
-    max_retry_attempts: int | None = None,
-) -> Overrides:
+def request_overrides(raw: dict[str, Any]) -> Overrides:
     """What ``request_options`` give (`run` and `submit`), parsed; local paths resolved
     against the working directory."""
     return Overrides(
-        image=image,
-        entrypoint=list(entrypoint),
-        arguments=list(arguments),
-        input_mode=input_mode,
-        channels=pairs(channel, "--channel"),
-        hyperparameters=pairs(hyperparameter, "--hyperparameter"),
-        environment=pairs(env, "--env"),
-        metrics=pairs(metric, "--metric"),
-        output=output,
-        job_name=job_name,
-        max_runtime=max_runtime,
-        instance_type=instance_type,
-        instance_count=instance_count,
-        managed_spot=managed_spot,
-        max_wait=max_wait,
-        max_retry_attempts=max_retry_attempts,
+        image=raw["image"],
+        entrypoint=list(raw["entrypoint"]),
+        arguments=list(raw["arguments"]),
+        input_mode=raw["input_mode"],
+        channels=pairs(raw["channel"], "--channel"),
+        hyperparameters=pairs(raw["hyperparameter"], "--hyperparameter"),
+        environment=pairs(raw["env"], "--env"),
+        metrics=pairs(raw["metric"], "--metric"),
+        output=raw["output"],
+        job_name=raw["job_name"],
+        max_runtime=raw["max_runtime"],
+        instance_type=raw["instance_type"],
+        instance_count=raw["instance_count"],
+        managed_spot=raw["managed_spot"],
+        max_wait=raw["max_wait"],
+        max_retry_attempts=raw["max_retry_attempts"],
     ).resolved_against(Path.cwd())

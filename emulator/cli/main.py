@@ -25,7 +25,6 @@ from emulator.cli.flags import (
     machine_options,
     published_ports,
     request_options,
-    request_overrides,
     s3_options,
 )
 from emulator.cli.kept import rm as rm_command
@@ -36,7 +35,7 @@ from emulator.cli.serve import serve
 from emulator.cli.submit import submit
 from emulator.config import default_home
 from emulator.errors import EmulatorError, RequestInvalid
-from emulator.request.build import build_request, load_request
+from emulator.request.build import Overrides, build_request, load_request
 from emulator.run.options import RunOptions, run_options
 
 if TYPE_CHECKING:
@@ -103,22 +102,7 @@ def main() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress display and no status lines.")
 def run(
     request_file: str | None,
-    image: str | None,
-    entrypoint: tuple[str, ...],
-    arguments: tuple[str, ...],
-    input_mode: str | None,
-    channel: tuple[str, ...],
-    hyperparameter: tuple[str, ...],
-    env: tuple[str, ...],
-    metric: tuple[str, ...],
-    output: str | None,
-    job_name: str | None,
-    max_runtime: int | None,
-    instance_type: str | None,
-    instance_count: int | None,
-    managed_spot: bool,
-    max_wait: int | None,
-    max_retry_attempts: int | None,
+    flags: Overrides,
     stop_grace: float,
     gpus: int | None,
     apply_instance_limits: bool,
@@ -172,25 +156,7 @@ def run(
         pass_aws_credentials=pass_aws_credentials,
     )
     base, base_dir = load_request(request_file) if request_file else (None, Path.cwd())
-    flags = request_overrides(
-        image=image,
-        entrypoint=entrypoint,
-        arguments=arguments,
-        input_mode=input_mode,
-        channel=channel,
-        hyperparameter=hyperparameter,
-        env=env,
-        metric=metric,
-        output=output,
-        job_name=job_name,
-        max_runtime=max_runtime,
-        instance_type=instance_type,
-        instance_count=instance_count,
-        managed_spot=managed_spot,
-        max_wait=max_wait,
-        max_retry_attempts=max_retry_attempts,
-    )
-    if base is None and image is None:
+    if base is None and flags.image is None:
         fail("give a REQUEST.json or at least --image (see `emulator run --help`)")
     request = build_request(base, flags, str(default_home() / "output"))
     options = dataclasses.replace(

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from emulator import api
-from emulator.cli.flags import request_options, request_overrides, s3_options
+from emulator.cli.flags import request_options, s3_options
 from emulator.config import default_home, s3_settings_from_flags
-from emulator.request.build import build_request, load_request
+from emulator.request.build import Overrides, build_request, load_request
 
 if TYPE_CHECKING:
     from emulator.submit.options import SubmitOptions, SubmitResult
@@ -57,22 +57,7 @@ EXIT_INTERRUPTED = 130
 @click.option("--gpus", hidden=True)
 def submit(
     request_file: str | None,
-    image: str | None,
-    entrypoint: tuple[str, ...],
-    arguments: tuple[str, ...],
-    input_mode: str | None,
-    channel: tuple[str, ...],
-    hyperparameter: tuple[str, ...],
-    env: tuple[str, ...],
-    metric: tuple[str, ...],
-    output: str | None,
-    job_name: str | None,
-    max_runtime: int | None,
-    instance_type: str | None,
-    instance_count: int | None,
-    managed_spot: bool,
-    max_wait: int | None,
-    max_retry_attempts: int | None,
+    flags: Overrides,
     s3_endpoint_url: str | None,
     profile: str | None,
     region: str | None,
@@ -107,25 +92,7 @@ def submit(
     from emulator.cli.main import LogEcho, fail, stderr_console
 
     base, base_dir = load_request(request_file) if request_file else (None, Path.cwd())
-    flags = request_overrides(
-        image=image,
-        entrypoint=entrypoint,
-        arguments=arguments,
-        input_mode=input_mode,
-        channel=channel,
-        hyperparameter=hyperparameter,
-        env=env,
-        metric=metric,
-        output=output,
-        job_name=job_name,
-        max_runtime=max_runtime,
-        instance_type=instance_type,
-        instance_count=instance_count,
-        managed_spot=managed_spot,
-        max_wait=max_wait,
-        max_retry_attempts=max_retry_attempts,
-    )
-    if base is None and image is None:
+    if base is None and flags.image is None:
         fail("give a REQUEST.json or at least --image (see `emulator submit --help`)")
     request = build_request(base, flags, str(default_home() / "output"))
     from rich.text import Text
