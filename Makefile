@@ -64,9 +64,9 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# The fixed-cost benchmarks (CLI start, a trivial job) first: measured after the staging of
-# 10 GiB, a fresh Python process reads its few hundred modules back from disk, not from the
-# page cache that staging flushed out.
+# The fixed-cost benchmarks (CLI start, a trivial job) first, on a quiet machine: they time
+# the emulator's own cost, which the load left by file_staging (10 GiB written, load average
+# 3) would add to.
 FIRST_BENCHMARKS := benchmarks/cli_start.py benchmarks/job_overhead.py
 bench: images bytecode
 	@for b in $(FIRST_BENCHMARKS) $(filter-out $(FIRST_BENCHMARKS),$(wildcard benchmarks/*.py)); do \
