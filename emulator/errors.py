@@ -14,6 +14,8 @@ with ``raise ... from exc``.
 
 from __future__ import annotations
 
+import os
+
 
 class EmulatorError(Exception):
     """Root of every error a user can cause; the message says what to do."""
@@ -43,3 +45,13 @@ class JobNotFound(EmulatorError):
 
 class JobExists(EmulatorError):
     """A job of that name exists (or runs) already; job names are unique, as in SageMaker."""
+
+
+def running_user() -> str:
+    """The name of the user running the emulator, for messages that ask them to fix access."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"

@@ -13,13 +13,12 @@ a ``Failure`` made of the kind and the engine's words only.
 from __future__ import annotations
 
 import enum
-import os
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from types import TracebackType
 
 from emulator.engine.http import EngineAnswer, EngineDenied, EngineError
-from emulator.errors import EnvironmentProblem
+from emulator.errors import EnvironmentProblem, running_user
 
 # What an engine call can raise: the engine's answers and transport failures (engine gone,
 # socket closed, timeout).
@@ -136,8 +135,9 @@ def no_engine(where: str, failure: Failure | None = None) -> str:
     """What to do when the engine at ``where`` does not answer: start it, or (the socket
     refused this user) get the right to use it."""
     if failure is not None and failure.denied:
+        user = running_user()
         return (
-            f"The Docker engine at {where} refuses the user running the emulator ({_user()}): "
+            f"The Docker engine at {where} refuses the user running the emulator ({user}): "
             "permission denied on its socket. Add the user to the docker group (`sudo usermod "
             "-aG docker $USER`, then log in again), or run the emulator as root"
         )
@@ -145,15 +145,6 @@ def no_engine(where: str, failure: Failure | None = None) -> str:
         f"No Docker engine answers at {where}: start one (`make engine` as root, or "
         "`sudo systemctl start docker`) or point DOCKER_HOST at it"
     )
-
-
-def _user() -> str:
-    import pwd
-
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return f"uid {os.geteuid()}"
 
 
 def missing_image(image: str) -> str:

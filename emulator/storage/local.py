@@ -33,14 +33,13 @@ from __future__ import annotations
 
 import errno
 import os
-import pwd
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
-from emulator.errors import SourceError
+from emulator.errors import SourceError, running_user
 from emulator.progress import NO_PROGRESS, Progress
 from emulator.storage.base import Entry, Source, safe_relative_path
 from emulator.storage.copying import FileCopy, copy_files
@@ -182,7 +181,7 @@ class _Listing:
         more = f" and {count - SHOWN} more" if count > SHOWN else ""
         raise SourceError(
             f"{self.uri}: {count} {'entry' if count == 1 else 'entries'} cannot be read by "
-            f"the user running the emulator ({_user()}): {shown}{more}; make them readable "
+            f"the user running the emulator ({running_user()}): {shown}{more}; make them readable "
             "(chmod a+r for a file, a+rx for a directory) or move them out of the channel's "
             "directory"
         )
@@ -191,13 +190,6 @@ class _Listing:
 def _shown(path: str) -> str:
     """``path``, and where it leads when it is a link."""
     return f"{path} -> {os.path.realpath(path)}" if os.path.islink(path) else path
-
-
-def _user() -> str:
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return f"uid {os.geteuid()}"
 
 
 class LocalSource(Source):

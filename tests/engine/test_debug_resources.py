@@ -15,7 +15,7 @@ import time
 import pytest
 
 from emulator import api
-from emulator.engine import Container, ContainerPlan, DockerEngine
+from emulator.engine import DockerEngine
 from emulator.engine.stats import StatsStream
 from emulator.observe.resources import CPU_PERCENT, MEMORY_BYTES
 from emulator.state.store import JobStore
@@ -23,6 +23,7 @@ from tests.fixtures.cli import EMULATOR
 from tests.fixtures.jobs import (
     BUSYBOX,
     JobRunner,
+    busybox_container,
     python_reader_members,
     unique_name,
 )
@@ -149,20 +150,6 @@ def test_a_job_that_fits_is_not_warned_and_every_host_is_sampled(jobs: JobRunner
 
 
 # -- the stats stream itself ----------------------------------------------------------------
-
-
-def busybox_container(engine: DockerEngine, script: str) -> Container:
-    plan = ContainerPlan(
-        job=unique_name("stats"),
-        host="algo-1",
-        image=BUSYBOX,
-        network="bridge",
-        entrypoint=["sh", "-c", script],
-        command=None,
-        environment={},
-        mounts=[],
-    )
-    return engine.create_container(plan, plan.job)
 
 
 def test_a_vanished_or_closed_container_ends_its_samples_quietly() -> None:

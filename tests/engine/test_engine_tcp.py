@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from emulator.engine import ContainerPlan, DockerEngine
-from tests.fixtures.jobs import BUSYBOX, JobRunner
+from emulator.engine import DockerEngine
+from tests.fixtures.jobs import BUSYBOX, JobRunner, busybox_container
 from tests.fixtures.sockets import SocketServer, engine_connection
 
 pytestmark = pytest.mark.docker
@@ -59,18 +59,7 @@ def tcp_engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 def test_a_container_s_life_through_docker_py(tcp_engine: str) -> None:
     engine = DockerEngine()
-    script = "echo out 1; echo err 1 >&2; echo out 2; exit 3"
-    plan = ContainerPlan(
-        job="tcp-test",
-        host="algo-1",
-        image=BUSYBOX,
-        network="bridge",
-        entrypoint=["sh", "-c", script],
-        command=None,
-        environment={},
-        mounts=[],
-    )
-    container = engine.create_container(plan, f"tcp-test-{os.getpid()}")
+    container = busybox_container(engine, "echo out 1; echo err 1 >&2; echo out 2; exit 3")
     try:
         stream = container.attach()
         container.start()

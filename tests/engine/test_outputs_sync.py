@@ -5,7 +5,6 @@ its end; upload-only: nothing is restored, and what the container deletes stays.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 
 from emulator.errors import EmulatorError
 from tests.fixtures.jobs import PROBE, JobRunner, channel, run_in_thread
+from tests.fixtures.polling import wait_until
 from tests.fixtures.s3 import S3Server
 
 pytestmark = [pytest.mark.docker]
@@ -26,14 +26,6 @@ def script(text: str) -> dict[str, Any]:
         "TrainingInputMode": "File",
         "ContainerEntrypoint": ["sh", "-c", text],
     }
-
-
-def wait_until(condition: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.1)
 
 
 @pytest.mark.s3
@@ -64,7 +56,7 @@ def test_tensorboard_files_reach_s3_while_the_job_runs_and_at_its_end(
         return moto_s3.read_objects(bucket, prefix).keys() == {"train/e.1", "scratch"}
 
     # Uploaded while the container waits for the test: the job cannot end before 'go'.
-    wait_until(uploaded)
+    wait_until(uploaded, timeout=30.0)
     assert runner.is_alive()
     (control / "go").write_text("")
     runner.join(timeout=60)

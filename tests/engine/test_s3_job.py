@@ -11,8 +11,6 @@ import os
 import subprocess
 import tarfile
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from tests.fixtures.jobs import (
     sha256sums,
     unique_name,
 )
+from tests.fixtures.polling import wait_until
 from tests.fixtures.s3 import S3Server, free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.s3]
@@ -102,14 +101,6 @@ def s3_archive(server: S3Server, uri: str) -> dict[str, bytes]:
             for m in tar.getmembers()
             if m.isfile()
         }
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.1)
 
 
 def script(text: str) -> dict[str, Any]:
@@ -220,7 +211,8 @@ def test_checkpoints_are_restored_synced_while_running_and_at_the_end(
     runner = run_in_thread(jobs, request)
     # Synced while the container sleeps: the new file is there, the deleted one gone.
     wait_until(
-        lambda: moto_s3.read_objects(bucket, "run/ckpt/").keys() == {"restored.txt", "step-1.txt"}
+        lambda: moto_s3.read_objects(bucket, "run/ckpt/").keys() == {"restored.txt", "step-1.txt"},
+        timeout=20.0,
     )
     assert runner.is_alive()
     runner.join(timeout=60)

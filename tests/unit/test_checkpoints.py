@@ -8,7 +8,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,17 +23,10 @@ from emulator.checkpoints.sync import (
 from emulator.errors import SourceError
 from emulator.request.spec import CheckpointSpec, JobSpec, ResourceSpec
 from emulator.storage.local_folder import temporary_owner
+from tests.fixtures.polling import wait_until
 from tests.fixtures.s3 import S3Server, free_port
 
 MiB = 1024 * 1024
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 def write(root: Path, files: dict[str, bytes]) -> None:

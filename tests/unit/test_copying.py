@@ -115,8 +115,3 @@ def test_a_failed_copy_raises_the_callers_error_and_leaves_the_rest(tmp_path: Pa
 
     copied = list((tmp_path / "out").iterdir())
     assert len(copied) < len(names) / 2, f"{len(copied)} files copied after the first error"
-
-
-def test_nothing_to_copy_makes_nothing(tmp_path: Path) -> None:
-    copy([])
-    assert list(tmp_path.iterdir()) == []

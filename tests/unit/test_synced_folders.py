@@ -4,8 +4,6 @@ TensorBoard and debugger output, one observer and one worker for all of them."""
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from watchdog.observers.api import BaseObserver
@@ -18,14 +16,7 @@ from emulator.request.validation import parse_request
 from emulator.run.checkpointing import NoCheckpoints, job_checkpoints
 from emulator.storage.local_folder import temporary_owner
 from tests.fixtures.jobs import probe_request
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
+from tests.fixtures.polling import wait_until
 
 
 def tree(root: Path) -> dict[str, bytes]:
