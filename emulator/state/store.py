@@ -5,12 +5,13 @@
     └── jobs/<name>/<host>.log  the container output of each host, as it came
                    <host>.times  when its lines were read (observe/linetimes.py)
 
-The database is in WAL mode (set once, when a store is opened), so the CLI's ``describe``/
-``stop`` of another process and the job's own threads can use it at once. Records are read and
-written over a connection per call (a few per job). Metric points, which come by the million,
-go through a ``MetricsWriter``: one connection for the thread that writes them, one
-transaction per batch, and one row per metric, host and moment holding its values packed
-(a row per point cost about 2 microseconds each, more than the container took to print it).
+The database is in WAL mode (set up once per process, when a store is first opened), so the
+CLI's ``describe``/``stop`` of another process and the job's own threads can use it at once.
+Records are read and written over the calling thread's connection, kept open
+(state/connections.py). Metric points, which come by the million, go through a
+``MetricsWriter``: one connection for the thread that writes them, one transaction per batch,
+and one row per metric, host and moment holding its values packed (a row per point cost about
+2 microseconds each, more than the container took to print it).
 """
 
 from __future__ import annotations
@@ -22,17 +23,23 @@ import sqlite3
 import sys
 import time
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from emulator.config import ENV_HOME, default_home
 from emulator.errors import EmulatorError, JobExists, JobNotFound
+from emulator.state.connections import file_identity, open_connection, transaction
 
 TERMINAL_STATUSES = ("Completed", "Failed", "Stopped")
 WAL_SETUP_SECONDS = 30.0
+_prepared: set[tuple[int, int, int]] = set()  # database files this process has set up
+
+# The system metrics (table system_metrics; observe/resources.py says what they mean).
+MEMORY_BYTES = "system/memory_bytes"
+CPU_PERCENT = "system/cpu_percent"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -137,23 +144,19 @@ class JobStore:
         self.home = home or default_home()
         try:
             self.home.mkdir(parents=True, exist_ok=True)
-            with self._db() as db:
-                _use_wal(db)
-                db.executescript(_SCHEMA)
+            if file_identity(self.path) not in _prepared:
+                with self._db() as db:
+                    _use_wal(db)
+                    db.executescript(_SCHEMA)
+                _prepared.add(file_identity(self.path))
         except (OSError, sqlite3.Error) as exc:
             raise EmulatorError(
                 f"Cannot use the state directory {self.home} ({exc}); set {ENV_HOME} to a "
                 "writable directory"
             ) from exc
 
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        connection = sqlite3.connect(self.path, timeout=30)
-        try:
-            with connection:
-                yield connection
-        finally:
-            connection.close()
+    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self.path)
 
     @property
     def path(self) -> Path:
@@ -391,8 +394,7 @@ class MetricsWriter:
 
     def __init__(self, path: Path, job: str) -> None:
         self._job = job
-        self._connection = sqlite3.connect(path, timeout=30, check_same_thread=False)
-        self._connection.execute("PRAGMA synchronous=NORMAL")
+        self._connection = open_connection(path)
 
     def add(self, groups: Sequence[MetricValues]) -> None:
         """Store ``groups`` in one transaction."""

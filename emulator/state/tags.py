@@ -4,9 +4,10 @@ the store's database, in insertion order (ListTags answers in it)."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 
+from emulator.state.connections import transaction
 from emulator.state.store import JobStore
 
 _SCHEMA = """
@@ -28,14 +29,8 @@ class JobTags:
         with self._db() as db:
             db.executescript(_SCHEMA)
 
-    @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        connection = sqlite3.connect(self._path, timeout=30)
-        try:
-            with connection:
-                yield connection
-        finally:
-            connection.close()
+    def _db(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._path)
 
     def add(self, job: str, tags: Mapping[str, str]) -> None:
         """Set ``tags`` on ``job`` (a key it has already gets the new value)."""
