@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gc
+import importlib
 import json
 import signal
 import sys
@@ -27,12 +28,7 @@ from emulator.cli.flags import (
     request_options,
     s3_options,
 )
-from emulator.cli.kept import rm as rm_command
-from emulator.cli.kept import shell as shell_command
-from emulator.cli.metrics import metrics
 from emulator.cli.rehearsal import rehearsal_options
-from emulator.cli.serve import serve
-from emulator.cli.submit import submit
 from emulator.config import default_home
 from emulator.errors import EmulatorError, RequestInvalid
 from emulator.request.build import Overrides, build_request, load_request
@@ -43,6 +39,16 @@ if TYPE_CHECKING:
 
 # rich, the validator and the job runner are imported where they are used: `emulator
 # --version`, `list` and `describe` start in a fraction of the time `run` needs.
+
+# Commands a job never needs, imported when named (or listed by --help), so that `emulator run`
+# starts without them: name -> (module, attribute).
+LAZY_COMMANDS = {
+    "metrics": ("emulator.cli.metrics", "metrics"),
+    "rm": ("emulator.cli.kept", "rm"),
+    "serve": ("emulator.cli.serve", "serve"),
+    "shell": ("emulator.cli.kept", "shell"),
+    "submit": ("emulator.cli.submit", "submit"),
+}
 
 EXIT_FOR_STATUS = {"Completed": 0, "Failed": 1, "Stopped": 3}
 EXIT_USAGE = 2
@@ -82,6 +88,15 @@ class EmulatorGroup(click.Group):
             return super().invoke(ctx)
         except EmulatorError as exc:
             fail(str(exc))
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS and cmd_name not in self.commands:
+            module, attribute = LAZY_COMMANDS[cmd_name]
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
 
 @click.group(cls=EmulatorGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -329,11 +344,6 @@ def prune(kept: bool) -> None:
     click.echo(f"{len(removed)} {'kept resource' if kept else 'leftover'}(s) removed")
 
 
-main.add_command(serve)
-main.add_command(shell_command)
-main.add_command(rm_command)
-main.add_command(submit)
-main.add_command(metrics)
 main.add_command(logs)
 main.add_command(exec_command)
 

@@ -13,6 +13,9 @@ work dir through a short-lived root container of the job's own image (always loc
 emulator run by a non-root user of the Docker group; ``read_tree_as_root`` reads such files
 (a tar stream from the engine, ``archive.py``) so that they can be packed.
 
+The debug, terminal, reaper and archive modules are imported where they are used: a plain
+job needs none of them, and each costs its start a millisecond.
+
 GPUs: a host's GPUs are asked for with a Docker device request (driver capability ``gpu``).
 The engine can honour that when it lists an ``nvidia`` runtime (``docker info``), or, for an
 engine on this machine, when /dev/nvidiactl exists and the NVIDIA container toolkit's
@@ -26,11 +29,10 @@ import contextlib
 import ipaddress
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from emulator.engine.archive import read_tree
 from emulator.engine.client import (
     EngineClient,
     bind_mount,
@@ -47,7 +49,6 @@ from emulator.engine.container import (
     Container,
     ContainerPlan,
 )
-from emulator.engine.debug import port_bindings
 from emulator.engine.errors import (
     ANSWERED,
     EVERY_KIND,
@@ -65,8 +66,6 @@ from emulator.engine.network import (
     default_bridge,
     remove_network,
 )
-from emulator.engine.reaper import remove_orphans
-from emulator.engine.terminal import TerminalContainer
 from emulator.errors import EnvironmentProblem
 
 NVIDIA_HOOK = "nvidia-container-runtime-hook"
@@ -156,6 +155,8 @@ class DockerEngine:
     def remove_orphans(self, owner_alive: Callable[[int], bool]) -> list[str]:
         """Remove the containers and networks of emulator processes that are gone (those of
         live emulators are left alone); returns what was removed (``reaper.py``)."""
+        from emulator.engine.reaper import remove_orphans
+
         return remove_orphans(self.api, owner_alive)
 
     def create_container(self, plan: ContainerPlan, name: str) -> Container:
@@ -172,7 +173,7 @@ class DockerEngine:
             extra_hosts=plan.hosts_file,
             nano_cpus=plan.nano_cpus,
             memory_bytes=plan.memory_bytes,
-            port_bindings=port_bindings(plan.ports),
+            port_bindings=_port_bindings(plan.ports),
         )
 
         def wording(failure: Failure) -> str | None:
@@ -202,6 +203,8 @@ class DockerEngine:
             )
             created = self.api.create_container(config, name=name)
         if plan.interactive:  # --shell: started on the user's terminal (terminal.py)
+            from emulator.engine.terminal import TerminalContainer
+
             return TerminalContainer(self.api, str(created["Id"]), plan.host, tty=plan.tty)
         return Container(self.api, str(created["Id"]), plan.host)
 
@@ -252,6 +255,8 @@ class DockerEngine:
         mounts would name another machine's paths); EnvironmentProblem when it fails."""
         if not _local_engine():
             return False
+        from emulator.engine.archive import read_tree
+
         read_tree(self.api, image, host_dir, job, into)
         return True
 
@@ -300,3 +305,11 @@ def gateway_address(config: dict[str, Any]) -> str | None:
 def _local_engine() -> bool:
     host = os.environ.get("DOCKER_HOST", "")
     return host == "" or host.startswith("unix://")
+
+
+def _port_bindings(ports: Mapping[int, int | None]) -> dict[int | str, Any]:
+    if not ports:  # a job without --publish: no need of the debug module
+        return {}
+    from emulator.engine.debug import port_bindings
+
+    return port_bindings(ports)

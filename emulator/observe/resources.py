@@ -21,11 +21,8 @@ from typing import Any
 
 from emulator.plan.hosts import GIB, INSTANCE_LIMITS, gpu_count
 from emulator.request.spec import InstanceGroup, ResourceSpec
-from emulator.state.store import MetricPoint
+from emulator.state.store import CPU_PERCENT, MEMORY_BYTES, MetricPoint
 
-SYSTEM_PREFIX = "system/"
-MEMORY_BYTES = "system/memory_bytes"
-CPU_PERCENT = "system/cpu_percent"
 GPU_MEMORY_NOTE = "GPU memory is not sampled: the Docker engine's stats API reports no GPU figures"
 LOCAL_TYPES = ("local", "local_gpu")
 

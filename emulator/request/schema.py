@@ -124,11 +124,21 @@ def _compile_from_botocore() -> Node:
 
 
 def _cache_file() -> Path:
-    import botocore
-
-    key = f"{botocore.__version__}-{os.environ.get('AWS_DATA_PATH', '')}"
+    key = f"{_botocore_installed()}-{os.environ.get('AWS_DATA_PATH', '')}"
     digest = f"{zlib.crc32(key.encode()):08x}"  # names a cache file; hashlib costs 3 ms
     return cache_dir() / f"create-training-job-schema-{_FORMAT}-{digest}.json"
+
+
+def _botocore_installed() -> str:
+    """Which botocore is installed, found without importing it (that takes 4 ms): its
+    package file and when it was written, which an upgrade or a reinstall changes."""
+    from importlib.util import find_spec
+
+    spec = find_spec("botocore")
+    if spec is None or spec.origin is None:
+        return "none"
+    stat = os.stat(spec.origin)
+    return f"{spec.origin}-{stat.st_mtime_ns}-{stat.st_size}"
 
 
 _FORMAT = 1  # bump when Node or the local additions change

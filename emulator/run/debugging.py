@@ -24,17 +24,14 @@ from dataclasses import replace
 from functools import partial
 
 from emulator.engine import Container, ContainerPlan, DockerEngine
-from emulator.engine.debug import image_command, published
-from emulator.engine.kept import SHELL_COMMAND
-from emulator.engine.terminal import stdin_is_terminal
 from emulator.errors import EmulatorError, EnvironmentProblem
 from emulator.request.spec import JobSpec
 from emulator.run.options import RunOptions
 
+# The engine's debug, kept-container and terminal modules are imported only by a job that is
+# debugged: a plain job starts without them.
+
 SHELL_HOST = "algo-1"
-# Bash when the image has it, else sh: one `sh -c`, no probe container, no image inspection
-# (the post-mortem shell's, `emulator shell`).
-SHELL = SHELL_COMMAND
 
 
 def check_debugging(spec: JobSpec, options: RunOptions) -> None:
@@ -67,6 +64,11 @@ def debug_plans(
 ) -> list[tuple[ContainerPlan, str]]:
     """The plans with algo-1's changed for --shell and --publish; for --shell the command
     that would have run is given as a notice."""
+    if not (options.shell or options.publish):
+        return list(plans)
+    from emulator.engine.debug import image_command
+    from emulator.engine.terminal import stdin_is_terminal
+
     changed = []
     for plan, name in plans:
         if plan.host == SHELL_HOST:
@@ -83,10 +85,15 @@ def debug_plans(
 
 
 def debug_plan(plan: ContainerPlan, options: RunOptions, *, tty: bool) -> ContainerPlan:
-    """``plan`` (algo-1's) with the shell and the published ports of ``options``."""
+    """``plan`` (algo-1's) with the shell and the published ports of ``options``: the shell
+    is the post-mortem shell's (`emulator shell`): bash when the image has it, else sh, one
+    `sh -c` with no probe container and no image inspection."""
+    from emulator.engine.kept import SHELL_COMMAND
+
     ports = {port.container_port: port.host_port for port in options.publish}
     if options.shell:
-        return replace(plan, entrypoint=SHELL, command=[], ports=ports, interactive=True, tty=tty)
+        shell = SHELL_COMMAND
+        return replace(plan, entrypoint=shell, command=[], ports=ports, interactive=True, tty=tty)
     return replace(plan, ports=ports)
 
 
@@ -107,6 +114,8 @@ def announce_ports(containers: Sequence[Container], options: RunOptions) -> None
     """Once the hosts have started: where each published port of algo-1 is reached."""
     if not options.publish:
         return
+    from emulator.engine.debug import published
+
     for container in containers:
         if container.host == SHELL_HOST and container.exited() is None:
             for port in published(container):

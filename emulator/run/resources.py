@@ -18,8 +18,7 @@ from types import TracebackType
 from emulator.engine import Container, DockerEngine
 from emulator.engine.stats import StatsSample, StatsStream
 from emulator.errors import EmulatorError
-from emulator.observe.resources import CPU_PERCENT, MEMORY_BYTES
-from emulator.state.store import JobStore, MetricPoint
+from emulator.state.store import CPU_PERCENT, MEMORY_BYTES, JobStore, MetricPoint
 
 FLUSH_SECONDS = 5.0
 JOIN_SECONDS = 5.0  # a closed stream's thread ends at once; never wait forever

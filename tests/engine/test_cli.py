@@ -8,6 +8,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -340,4 +341,61 @@ def test_spot_flags_alone_rehearse_an_interruption(cli: Cli) -> None:
     statuses = [t["Status"] for t in record["SecondaryStatusTransitions"]]
     assert statuses.count("Interrupted") == 1 and statuses[-1] == "Completed"
     assert "Spot interruption 1 of 1" in process.stderr
+    assert leftovers(job) == []
+
+
+# What a job's process must not load: another engine client (docker-py and its HTTP stack),
+# botocore (a job from local data needs no AWS), the progress renderer under --quiet, and the
+# commands and engine parts a plain job never uses. Each costs `emulator run` milliseconds.
+NOT_FOR_A_PLAIN_JOB = (
+    "botocore",
+    "docker",
+    "requests",
+    "urllib3",
+    "http.client",
+    "ssl",
+    "logging",
+    "rich",
+    "emulator.cli.serve",
+    "emulator.cli.submit",
+    "emulator.cli.metrics",
+    "emulator.cli.kept",
+    "emulator.engine.debug",
+    "emulator.engine.kept",
+    "emulator.engine.terminal",
+    "emulator.engine.reaper",
+    "emulator.observe.resources",
+)
+MODULES_AT_EXIT = (
+    "import atexit, json, runpy, sys\n"
+    "atexit.register(lambda: print(json.dumps(sorted(sys.modules)), file=sys.stderr))\n"
+    "sys.argv[0] = 'emulator'\n"
+    "runpy.run_module('emulator', run_name='__main__')\n"
+)
+
+
+@pytest.mark.docker
+def test_a_plain_job_loads_only_what_it_uses(cli: Cli) -> None:
+    job = unique_name("cli-modules")
+    flags = ["--image", BUSYBOX, "--entrypoint=/bin/true", "--job-name", job]
+    process = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            MODULES_AT_EXIT,
+            "run",
+            "--quiet",
+            *flags,
+            "--output",
+            str(cli.output),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "EMULATOR_HOME": str(cli.home)},
+        timeout=120,
+    )
+    assert process.returncode == 0, process.stderr
+    loaded = set(json.loads(process.stderr.splitlines()[-1]))
+    assert "emulator.run.job" in loaded  # the job ran in this process
+    assert sorted(loaded & set(NOT_FOR_A_PLAIN_JOB)) == []
     assert leftovers(job) == []

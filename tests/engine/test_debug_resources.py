@@ -17,8 +17,7 @@ import pytest
 from emulator import api
 from emulator.engine import DockerEngine
 from emulator.engine.stats import StatsStream
-from emulator.observe.resources import CPU_PERCENT, MEMORY_BYTES
-from emulator.state.store import JobStore
+from emulator.state.store import CPU_PERCENT, MEMORY_BYTES, JobStore
 from tests.fixtures.cli import EMULATOR
 from tests.fixtures.jobs import (
     BUSYBOX,

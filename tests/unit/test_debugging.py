@@ -20,10 +20,11 @@ from emulator import api
 from emulator.cli.flags import published_ports
 from emulator.engine import ContainerPlan
 from emulator.engine.debug import port_bindings
+from emulator.engine.kept import SHELL_COMMAND as SHELL
 from emulator.errors import EmulatorError, EnvironmentProblem
 from emulator.observe.follow import follow_logs
 from emulator.request.validation import parse_request
-from emulator.run.debugging import SHELL, check_debugging, debug_plan, would_run
+from emulator.run.debugging import check_debugging, debug_plan, would_run
 from emulator.run.options import PublishedPort, RunOptions
 from emulator.state.store import JobStore
 from tests.fixtures.cli_runner import Cli

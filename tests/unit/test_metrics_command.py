@@ -16,9 +16,9 @@ from emulator import api
 from emulator.cli.metrics import RICH_ROWS
 from emulator.cli.render import print_resource_use
 from emulator.engine.stats import cpu_percent, sample_of, used_memory
-from emulator.observe.resources import CPU_PERCENT, GPU_MEMORY_NOTE, MEMORY_BYTES, resource_use
+from emulator.observe.resources import GPU_MEMORY_NOTE, resource_use
 from emulator.plan.hosts import GIB
-from emulator.state.store import JobStore, MetricPoint
+from emulator.state.store import CPU_PERCENT, MEMORY_BYTES, JobStore, MetricPoint
 from tests.fixtures.cli_runner import Cli, assert_usage_error
 from tests.fixtures.store_records import record_of
 

@@ -4,6 +4,9 @@ only costs time)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,6 +48,31 @@ def test_the_cached_schema_is_the_compiled_one(cache: Path) -> None:
     assert second is not first
     assert shape_of(second) == shape_of(first)
     assert validate_request(probe_request(Path("/tmp/out"))) == []
+
+
+def test_a_warm_cache_is_read_without_importing_botocore(cache: Path) -> None:
+    """botocore (and the logging it imports) costs every `emulator run` 4 ms to start."""
+    schema.schema()
+    code = (
+        "import sys\n"
+        "from emulator.request import schema\n"
+        "assert schema.schema().name == 'CreateTrainingJobRequest'\n"
+        "print(sorted({'botocore', 'logging'} & set(sys.modules)))\n"
+    )
+    env = {**os.environ, "EMULATOR_CACHE": str(cache)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_another_botocore_gets_a_cache_file_of_its_own(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    schema.schema()
+    monkeypatch.setattr(schema, "_botocore_installed", lambda: "botocore upgraded")
+    schema.schema.cache_clear()
+    schema.schema()
+    assert len(list(cache.glob("create-training-job-schema-*.json"))) == 2
 
 
 def test_an_unreadable_cache_file_is_rebuilt(cache: Path) -> None:
