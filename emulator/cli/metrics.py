@@ -90,8 +90,7 @@ def csv_text(samples: Sequence[MetricSample]) -> str:
 
 def shown_value(sample: MetricSample) -> str:
     """A value for people: memory in MiB/GiB, CPU in percent, others as they are."""
-    from emulator.observe.resources import format_bytes
-    from emulator.state.store import CPU_PERCENT, MEMORY_BYTES
+    from emulator.observe.resources import CPU_PERCENT, MEMORY_BYTES, format_bytes
 
     if sample.system and sample.name == MEMORY_BYTES:
         return format_bytes(sample.value)
@@ -125,7 +124,7 @@ def plot_text(samples: Sequence[MetricSample], *, color: bool) -> str:
     """Each metric drawn against the seconds since the job's first point, a line per host."""
     import plotext
 
-    from emulator.state.store import MEMORY_BYTES
+    from emulator.observe.resources import MEMORY_BYTES
 
     start = min(sample.timestamp for sample in samples)
     width = max(40, min(shutil.get_terminal_size((100, 24)).columns, 160))

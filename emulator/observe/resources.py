@@ -21,7 +21,11 @@ from typing import Any
 
 from emulator.plan.hosts import GIB, INSTANCE_LIMITS, gpu_count
 from emulator.request.spec import InstanceGroup, ResourceSpec
-from emulator.state.store import CPU_PERCENT, MEMORY_BYTES, MetricPoint
+
+# The metric names re-exported (``as``): cli/ reads them here, as it may not import state/.
+from emulator.state.store import CPU_PERCENT as CPU_PERCENT
+from emulator.state.store import MEMORY_BYTES as MEMORY_BYTES
+from emulator.state.store import MetricPoint
 
 GPU_MEMORY_NOTE = "GPU memory is not sampled: the Docker engine's stats API reports no GPU figures"
 LOCAL_TYPES = ("local", "local_gpu")
