@@ -12,7 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ from emulator import api
 from emulator.errors import JobNotFound
 from tests.fixtures.cli import EMULATOR, leftovers, wait_for_status
 from tests.fixtures.jobs import PYTHON, JobRunner, unique_name
+from tests.fixtures.polling import wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -205,15 +206,6 @@ WATCHED = textwrap.dedent(
 )
 
 
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def status(jobs: JobRunner, name: str) -> str | None:
     try:
         return str(api.describe(name, home=jobs.home)["TrainingJobStatus"])
@@ -269,13 +261,15 @@ def test_watch_reruns_on_change_and_ctrl_c_ends_it(
         return text in stderr_path.read_text()
 
     # Version 1 ends by itself: reported, and the watch waits.
-    wait_until(lambda: said(f"watch: {base}-1 ended Completed (exit code 0)"), "the report")
-    wait_until(lambda: said("watch: waiting for a change under"), "the watch to wait")
+    wait_until(
+        lambda: said(f"watch: {base}-1 ended Completed (exit code 0)"), "the report", timeout=60
+    )
+    wait_until(lambda: said("watch: waiting for a change under"), "the watch to wait", timeout=60)
 
     # A change: version 2 runs under a new name, and keeps running.
     (code / "train.py").write_text(WATCHED.format(version=2))
     wait_for_status(jobs.home, f"{base}-2", "Training")
-    wait_until(lambda: logged(jobs, f"{base}-2", "version 2"), "version 2's output")
+    wait_until(lambda: logged(jobs, f"{base}-2", "version 2"), "version 2's output", timeout=60)
 
     # Editor litter and caches change nothing; a real save (a temporary renamed over the
     # file, as editors and sed -i do) stops version 2 and starts version 3.
@@ -287,9 +281,9 @@ def test_watch_reruns_on_change_and_ctrl_c_ends_it(
     temporary = code / ".save-tmp-train"
     temporary.write_text(WATCHED.format(version=3))
     os.replace(temporary, code / "train.py")
-    wait_until(lambda: status(jobs, f"{base}-2") == "Stopped", f"{base}-2 stopped")
+    wait_until(lambda: status(jobs, f"{base}-2") == "Stopped", f"{base}-2 stopped", timeout=60)
     wait_for_status(jobs.home, f"{base}-3", "Training")
-    wait_until(lambda: logged(jobs, f"{base}-3", "version 3"), "version 3's output")
+    wait_until(lambda: logged(jobs, f"{base}-3", "version 3"), "version 3's output", timeout=60)
 
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=60) == 130, stderr_path.read_text()

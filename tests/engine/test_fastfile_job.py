@@ -33,7 +33,6 @@ import shutil
 import signal
 import subprocess
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -55,6 +54,7 @@ from tests.fixtures.jobs import (
     sha256sums,
     unique_name,
 )
+from tests.fixtures.polling import wait_until
 from tests.fixtures.s3 import S3Server
 
 pytestmark = [pytest.mark.docker, pytest.mark.fuse, pytest.mark.timeout(90)]
@@ -607,13 +607,15 @@ def test_prune_after_sigkill_removes_the_stale_mount(
         process.kill()
         process.communicate(timeout=30)
         # The file system saw its lifeline close and unmounted itself.
-        wait_until(lambda: not fastfile_mounts(jobs.work_root), "the mount to go")
+        wait_until(lambda: not fastfile_mounts(jobs.work_root), "the mount to go", timeout=15)
     else:
         os.kill(server, signal.SIGSTOP)  # so it cannot notice the emulator's death
         process.kill()
         process.communicate(timeout=30)
         os.kill(server, signal.SIGKILL)
-        wait_until(lambda: find_stale_mounts(jobs.work_root) == [mount], "a stale mount")
+        wait_until(
+            lambda: find_stale_mounts(jobs.work_root) == [mount], "a stale mount", timeout=15
+        )
     assert jobs.leftovers(name) != []
 
     env = {**os.environ, "EMULATOR_HOME": str(jobs.home), "TMPDIR": str(jobs.work_root)}
@@ -623,14 +625,6 @@ def test_prune_after_sigkill_removes_the_stale_mount(
     assert jobs.leftovers(name) == []
     assert fastfile_mounts(jobs.work_root) == []
     assert JobStore(jobs.home).get(name)["TrainingJobStatus"] == "Failed"
-
-
-def wait_until(condition: Any, what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 # --- FUSE unavailable ------------------------------------------------------------------------

@@ -28,7 +28,7 @@ def describe(server: RunningServer, name: str) -> dict[str, Any]:
     return record
 
 
-def wait_until(
+def wait_for_secondary_status(
     server: RunningServer, name: str, secondary: str, timeout: float = 60
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
@@ -97,7 +97,7 @@ def test_stop_training_job_goes_stopping_then_stopped_with_nothing_left(
     server: RunningServer, jobs: JobRunner
 ) -> None:
     server.client("sagemaker").create_training_job(**sleeper(jobs, "served-stop"))
-    wait_until(server, "served-stop", "Training")
+    wait_for_secondary_status(server, "served-stop", "Training")
     server.client("sagemaker").stop_training_job(TrainingJobName="served-stop")
     seen = describe(server, "served-stop")["TrainingJobStatus"]
     record = wait_for_end(server, "served-stop")
@@ -112,7 +112,7 @@ def test_jobs_over_the_limit_wait_starting_and_a_waiting_job_stops_at_once(
 ) -> None:
     client = server.client("sagemaker")
     client.create_training_job(**sleeper(jobs, "served-first"))
-    wait_until(server, "served-first", "Training")
+    wait_for_secondary_status(server, "served-first", "Training")
     client.create_training_job(**sleeper(jobs, "served-second"))
     time.sleep(1)
     waiting = describe(server, "served-second")
@@ -130,7 +130,7 @@ def test_a_server_that_stops_stops_its_jobs_and_leaves_nothing(
     running = start_server(jobs.home, monkeypatch, work_root=jobs.work_root)
     server = next(running)
     server.client("sagemaker").create_training_job(**sleeper(jobs, "served-shutdown"))
-    wait_until(server, "served-shutdown", "Training")
+    wait_for_secondary_status(server, "served-shutdown", "Training")
     with pytest.raises(StopIteration):
         next(running)  # the server's teardown: port closed, jobs stopped
     record = api.describe("served-shutdown", home=jobs.home)
