@@ -4,7 +4,8 @@ Opening a connection and closing it again costs about a millisecond in WAL mode 
 close of a process checkpoints the log, deletes it and syncs the directory), and a job makes
 a dozen small transactions, most of them on its critical path. So each thread keeps its
 connection to a database file and reuses it; it closes when the thread ends (the
-thread-local goes), or at exit for the main thread.
+thread-local goes), at exit for the main thread, or when the thread has used KEPT_PER_THREAD
+other files since (a process that opens many state dirs, a test suite say, keeps few files open).
 
 Commits use ``synchronous=NORMAL``: in WAL mode a commit then does not wait for the disk. A
 power cut may lose the last transactions, never corrupt the database.
@@ -27,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 BUSY_TIMEOUT_SECONDS = 30.0
+KEPT_PER_THREAD = 4  # files a thread keeps a connection to, the most recently used
 
 
 class _Kept:
@@ -88,11 +90,18 @@ def _kept_for(path: Path) -> _Kept | None:
     if kept is not None:
         if kept.busy:
             return None
+        del _threads.kept[key]  # put back last (most recently used) below, if still good
         if kept.identity == file_identity(path):
+            _threads.kept[key] = kept
             return kept
-        del _threads.kept[key]  # made in the parent process, or for a replaced file
+        # made in the parent process, or for a replaced file: dropped (_Kept.__del__)
     connection = open_connection(path)
     kept = _threads.kept[key] = _Kept(connection, file_identity(path))
+    surplus = len(_threads.kept) - KEPT_PER_THREAD
+    if surplus > 0:
+        idle = [name for name, other in _threads.kept.items() if not (other.busy or other is kept)]
+        for name in idle[:surplus]:  # the least recently used first
+            del _threads.kept[name]
     return kept
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from emulator.state.connections import transaction
+from emulator.state.connections import KEPT_PER_THREAD, transaction
 
 
 @pytest.fixture
@@ -113,3 +113,20 @@ def test_a_forked_child_opens_its_own_connection(database: Path) -> None:
         assert db is parents  # still the parent's, and usable
         db.execute("INSERT INTO rows VALUES ('parent again')")
     assert values(database) == ["parent", "child", "parent again"]
+
+
+def test_a_thread_keeps_connections_to_its_most_recently_used_files_only(tmp_path: Path) -> None:
+    paths = [tmp_path / f"state-{index}.sqlite3" for index in range(KEPT_PER_THREAD + 2)]
+    made: list[sqlite3.Connection] = []
+    for path in paths:
+        with transaction(path) as db:
+            made.append(db)
+    with transaction(paths[2]) as db:  # used again: now the most recent
+        assert db is made[2]
+    with transaction(paths[-1]) as db:
+        assert db is made[-1]
+    for closed in made[:2]:  # the two used longest ago
+        with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+            closed.execute("SELECT 1")
+    for kept in made[2:]:
+        kept.execute("SELECT 1")
