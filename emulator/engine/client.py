@@ -226,6 +226,21 @@ def port_key(port: int) -> str:
     return f"{port}/tcp"
 
 
+# Ports are published on 127.0.0.1 only: a debugger or profiler port open on every interface
+# would hand the container to the whole network.
+LOOPBACK = "127.0.0.1"
+
+
+def port_bindings(ports: Mapping[int, int | None]) -> dict[int | str, Any]:
+    """The port bindings of ``ports`` (container port -> host port or None) as
+    ``host_config`` takes them: on 127.0.0.1 only; without a host port the engine
+    picks a free one."""
+    return {
+        container: (LOOPBACK,) if host is None else (LOOPBACK, host)
+        for container, host in ports.items()
+    }
+
+
 def host_config(
     *,
     mounts: Sequence[Mapping[str, Any]],

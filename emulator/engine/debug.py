@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from emulator.engine.client import LOOPBACK
 from emulator.engine.container import Container
 from emulator.engine.errors import Failure, Kind, engine_call, missing_image
 from emulator.engine.labels import LABEL_HOST, LABEL_JOB, LABEL_PID, listed_name
@@ -18,18 +19,7 @@ from emulator.engine.labels import LABEL_HOST, LABEL_JOB, LABEL_PID, listed_name
 if TYPE_CHECKING:  # docker.py imports this module
     from emulator.engine.docker import DockerEngine
 
-LOOPBACK = "127.0.0.1"
 RUNNING = ("running", "paused", "restarting")
-
-
-def port_bindings(ports: Mapping[int, int | None]) -> dict[int | str, Any]:
-    """The port bindings of ``ports`` (container port -> host port or None) as
-    ``client.host_config`` takes them: on 127.0.0.1 only; without a host port the engine
-    picks a free one."""
-    return {
-        container: (LOOPBACK,) if host is None else (LOOPBACK, host)
-        for container, host in ports.items()
-    }
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ work dir through a short-lived root container of the job's own image (always loc
 emulator run by a non-root user of the Docker group; ``read_tree_as_root`` reads such files
 (a tar stream from the engine, ``archive.py``) so that they can be packed.
 
-The debug, terminal, reaper and archive modules are imported where they are used: a plain
-job needs none of them, and each costs its start a millisecond.
+The terminal, reaper and archive modules are imported where they are used: a plain job needs
+none of them, and each costs its start a millisecond.
 
 GPUs: a host's GPUs are asked for with a Docker device request (driver capability ``gpu``).
 The engine can honour that when it lists an ``nvidia`` runtime (``docker info``), or, for an
@@ -29,7 +29,7 @@ import contextlib
 import ipaddress
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -42,6 +42,7 @@ from emulator.engine.client import (
     docker_host,
     endpoints,
     host_config,
+    port_bindings,
 )
 from emulator.engine.container import (
     EXIT_NOT_EXECUTABLE,
@@ -173,7 +174,7 @@ class DockerEngine:
             extra_hosts=plan.hosts_file,
             nano_cpus=plan.nano_cpus,
             memory_bytes=plan.memory_bytes,
-            port_bindings=_port_bindings(plan.ports),
+            port_bindings=port_bindings(plan.ports),
         )
 
         def wording(failure: Failure) -> str | None:
@@ -305,11 +306,3 @@ def gateway_address(config: dict[str, Any]) -> str | None:
 def _local_engine() -> bool:
     host = os.environ.get("DOCKER_HOST", "")
     return host == "" or host.startswith("unix://")
-
-
-def _port_bindings(ports: Mapping[int, int | None]) -> dict[int | str, Any]:
-    if not ports:  # a job without --publish: no need of the debug module
-        return {}
-    from emulator.engine.debug import port_bindings
-
-    return port_bindings(ports)

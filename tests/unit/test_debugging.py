@@ -19,7 +19,7 @@ import pytest
 from emulator import api
 from emulator.cli.flags import published_ports
 from emulator.engine import ContainerPlan
-from emulator.engine.debug import port_bindings
+from emulator.engine.client import port_bindings
 from emulator.engine.kept import SHELL_COMMAND as SHELL
 from emulator.errors import EmulatorError, EnvironmentProblem
 from emulator.observe.follow import follow_logs
