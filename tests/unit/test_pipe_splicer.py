@@ -1,5 +1,6 @@
 """Big local files go to the channel's splice helper process: every byte in order (two requests
-in flight), RecordIO framing around them, an early close, and stop() while the reader stalls."""
+in flight), RecordIO framing around them, a reader that pauses between reads (the helper stops
+waiting for room awake and sleeps), an early close, and stop() while the reader stalls."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from emulator.stage.pipe.feeder import PipeChannel
 from emulator.stage.pipe.recordio import framed_size
-from emulator.stage.pipe.splicer import REQUEST
+from emulator.stage.pipe.splicer import REQUEST, SPIN_BUDGET
 from emulator.stage.pipe.writer import HELPER_MIN
 from tests.fixtures.pipe import (
     decode,
@@ -78,6 +79,23 @@ def test_big_files_are_spliced_by_the_helper_in_order(
     assert in_process_splices == []  # the big files went through the helper
     wire = sum(framed_size(len(d)) if record_io else len(d) for d in files.values())
     assert channel.stats().bytes_written == 2 * wire
+
+
+def test_a_reader_pausing_between_reads_gets_every_byte_in_order(
+    tmp_path: Path, data_dir: Path, files: dict[str, bytes]
+) -> None:
+    source = make_local_source(tmp_path / "src", files)
+    pause = 8 * SPIN_BUDGET  # longer than the helper waits awake: it backs off and sleeps
+    with PipeChannel("t", data_dir, items_of(source)) as channel:
+        wait_for((data_dir / "t_0").exists)
+        pieces = []
+        with open(data_dir / "t_0", "rb", buffering=0) as fifo:
+            while piece := fifo.read(1024 * 1024):
+                pieces.append(piece)
+                time.sleep(pause)
+        assert b"".join(pieces) == in_key_order(files)
+        wait_for(lambda: channel.stats().epochs_completed == 1)
+    assert channel.error is None
 
 
 def test_an_early_close_inside_a_big_file_ends_the_epoch_only(
