@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/pipe_throughput.py [--quick] [--runs N] [--passes P]
         [--large-count N] [--large-mib M] [--small-count N] [--small-kib K] [--only large|small]
+        [--pin same|apart]
 
 Defaults: 8 x 256 MiB and 20,000 x 4 KiB objects, 3 runs of 7 passes (about 2 minutes).
 
@@ -18,6 +19,11 @@ pass, so that drift in the machine's load hits both modes alike.
 A case's ratio in a run is the median over the passes of pipe MB/s / file MB/s of the same pass
 (bytes the reader got, RecordIO framing included). Target: >= 0.8x in every run, for large raw
 and RecordIO objects and for many small ones. Data is generated in a temp dir, removed at exit.
+
+The kernel places the container's reader and the emulator's splice helper (big files) on CPUs
+as it likes, per job. ``--pin same`` keeps both on CPU 0, ``--pin apart`` the helper on CPU 0
+and the reader on CPU 1 (set as they appear; needs the right to set the container process's
+affinity, as root has), to measure each placement on its own.
 """
 
 from __future__ import annotations
@@ -28,7 +34,9 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +117,49 @@ def request(name: str, data: Path, output: Path, passes: int) -> dict[str, Any]:
     }
 
 
+# --pin: the CPU of the splice helper and the CPU of the container's reader
+PLACEMENTS = {"same": (0, 0), "apart": (0, 1)}
+HELPER_MARK = b"recv_fds"  # in the splice helper's command line (emulator.stage.pipe.splicer)
+READER_MARK = ENTRYPOINT[-1].encode()
+
+
+def processes() -> Iterator[tuple[int, bytes]]:
+    """(pid, command line) of every process this host shows."""
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as cmdline:
+                    yield int(entry.name), cmdline.read()
+            except OSError:  # ended meanwhile
+                continue
+
+
+class Pinner(threading.Thread):
+    """Moves the splice helper and the reader to their --pin CPUs as they appear."""
+
+    def __init__(self, helper_cpu: int, reader_cpu: int) -> None:
+        super().__init__(name="pinner", daemon=True)
+        self.cpus = {HELPER_MARK: helper_cpu, READER_MARK: reader_cpu}
+        self.pinned: set[int] = set()
+        self.refused: str | None = None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.1):
+            for pid, cmdline in processes():
+                cpu = next((c for mark, c in self.cpus.items() if mark in cmdline), None)
+                if cpu is None or pid in self.pinned:
+                    continue
+                try:
+                    os.sched_setaffinity(pid, {cpu})
+                except ProcessLookupError:
+                    continue
+                except PermissionError as exc:
+                    self.refused = f"cannot pin process {pid}: {exc} (run as root)"
+                    return
+                self.pinned.add(pid)
+
+
 # MB/s per channel, one list entry per counted pass (pass 0 dropped)
 Rates = dict[str, list[float]]
 
@@ -163,6 +214,9 @@ def main() -> None:
     parser.add_argument("--small-count", type=int, default=20_000)
     parser.add_argument("--small-kib", type=int, default=4)
     parser.add_argument("--only", choices=("large", "small"), help="one dataset only")
+    parser.add_argument(
+        "--pin", choices=tuple(PLACEMENTS), help="place the reader and the splice helper (above)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.large_count, args.large_mib, args.small_count = 2, 64, 2000
@@ -186,9 +240,15 @@ def main() -> None:
         # now, not during the first job's passes.
         os.sync()
         bench = Bench(root, args.passes)
+        pinner = Pinner(*PLACEMENTS[args.pin]) if args.pin else None
+        placement = ""
+        if pinner is not None:
+            pinner.start()
+            placement = f"; pinned {args.pin}: helper, reader on CPUs {PLACEMENTS[args.pin]}"
         print(
             f"Read inside the container (python, 1 MiB readinto); per run, the median over "
             f"{args.passes} passes of pipe/file; target >= {TARGET}x in each of {args.runs} runs"
+            + placement
         )
         print(
             f"{'case':<26} {'pipe MB/s':>9} {'file MB/s':>9}  {'pipe/file per run':<24} "
@@ -197,6 +257,8 @@ def main() -> None:
         verdicts = []
         for label, data in datasets.items():
             results = [bench.run_job(data) for _ in range(args.runs)]
+            if pinner is not None and pinner.refused:
+                sys.exit(pinner.refused)
             for channel, wrapper in (("raw", "raw"), ("rio", "RecordIO")):
                 ratios = [ratio(rates, channel) for rates, _ in results]
                 pipe = statistics.median(r for rates, _ in results for r in rates[channel])
