@@ -33,6 +33,9 @@ from emulator.state.store import MetricPoint, MetricValues
 
 _DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _NOT_DECIMAL = re.compile(r"[^0-9.eE+\-\s]")  # a character no plain decimal number holds
+# The ASCII characters a plain decimal number, blanks around it included, may hold: deleted
+# from a batch's texts in one C call, whatever is left rules out the bulk path.
+_DECIMAL_BYTES = b"0123456789.eE+- \t\n\r\x0b\x0c"
 
 
 def parse_metric_value(text: str) -> float | None:
@@ -55,14 +58,17 @@ def parse_metric_values(texts: Sequence[str | None]) -> list[float]:
 
 def _values(texts: Sequence[str]) -> list[float]:
     """``parse_metric_values`` of texts that are never None."""
-    if not _NOT_DECIMAL.search("".join(texts)):
-        # Only these characters: float() takes plain decimals only (blanks: see below).
+    joined = "".join(texts)
+    if joined.isascii() and not joined.encode("ascii").translate(None, _DECIMAL_BYTES):
+        # Only these characters: float() takes plain decimals only, no nan, inf or "1_0".
         try:
             values = list(map(float, texts))
         except ValueError:
             pass
         else:
-            if all(map(math.isfinite, values)):
+            # A nan or an inf makes the sum so; finite values that overflow it only send
+            # them to the checks one by one below.
+            if math.isfinite(sum(values)):
                 return values
     found = []
     for text in texts:

@@ -267,6 +267,7 @@ def test_many_lines_give_each_metrics_values_in_line_order() -> None:
         ["1", None, "2"],
         ["1", "nan", "2"],
         ["1", "1e999", "2"],
+        ["1e308", "1e308", "-1e308"],  # each finite, their sum not
         ["1_000", "0x10", "", "1e", "e5", "+", "1.2.3", "--1"],
         ["١٢", "1"],  # other digits: float() takes them, the rule does not
         [],
