@@ -142,10 +142,10 @@ class Pinner(threading.Thread):
         self.cpus = {HELPER_MARK: helper_cpu, READER_MARK: reader_cpu}
         self.pinned: set[int] = set()
         self.refused: str | None = None
-        self.done = threading.Event()
 
     def run(self) -> None:
-        while not self.done.wait(0.1):
+        while True:
+            time.sleep(0.1)
             for pid, cmdline in processes():
                 cpu = next((c for mark, c in self.cpus.items() if mark in cmdline), None)
                 if cpu is None or pid in self.pinned:

@@ -28,8 +28,9 @@ sleeps in a blocking splice only when that budget runs out. A budget that runs o
 reader is busy elsewhere, or shares the helper's CPU (where spinning would only delay it: 0.55x
 when spinning always): the helper then sleeps for the next 2, 4, ... up to MAX_BACKOFF splices
 before it spins again, so a slow reader or a shared CPU costs at most one budget per
-MAX_BACKOFF splices. benchmarks/pipe_throughput.py, 8 x 256 MiB, reader and helper pinned
-apart: 0.75-0.80x before, 0.88x after; pinned together: 0.86-0.88x before, 0.84-0.86x after.
+MAX_BACKOFF splices. ``benchmarks/pipe_throughput.py --only large --pin apart|same`` (8 x 256
+MiB, 3 jobs): pinned apart 0.74-0.85x before, 0.86-1.00x after; pinned together 0.88-0.91x
+before, 0.84-0.92x after.
 """
 
 from __future__ import annotations
