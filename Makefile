@@ -67,10 +67,12 @@ lint: venv
 # The fixed-cost benchmarks (CLI start, a trivial job) first, on a quiet machine: they time
 # the emulator's own cost, which the load left by file_staging (10 GiB written, load average
 # 3) would add to.
+# `make bench QUICK=1` passes --quick to each: a short run that checks the scripts, not figures
+# to quote.
 FIRST_BENCHMARKS := benchmarks/cli_start.py benchmarks/job_overhead.py
 bench: images bytecode
 	@for b in $(FIRST_BENCHMARKS) $(filter-out $(FIRST_BENCHMARKS),$(wildcard benchmarks/*.py)); do \
-		echo "== $$b"; $(BIN)/python $$b || exit 1; done
+		echo "== $$b"; $(BIN)/python $$b $(if $(QUICK),--quick) || exit 1; done
 
 clean:
 	rm -rf build $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -10,7 +10,11 @@ objects and a few big ones, then times, on the same data and the same client set
 and prints MiB/s per data set and the emulator's speed-up over each baseline. Everything it
 started or wrote is removed at the end.
 
-    .venv/bin/python benchmarks/s3_download.py [--small-count 500] [--big-count 4] [--repeat 3]
+    .venv/bin/python benchmarks/s3_download.py [--quick] [--small-count 500] [--big-count 4]
+        [--repeat 3]
+
+--quick is a short run (50 small objects, 2 big ones, one pass each) to check the script works;
+its figures are not the ones to quote.
 """
 
 from __future__ import annotations
@@ -116,12 +120,22 @@ def bench(server: S3Server, bucket: str, prefix: str, scratch: Path, repeat: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--small-count", type=int, default=500)
+    parser.add_argument(
+        "--quick", action="store_true", help="50 small and 2 big objects, one pass each"
+    )
+    parser.add_argument("--small-count", type=int, default=None, help="default 500 (--quick: 50)")
     parser.add_argument("--small-kib", type=int, default=256)
-    parser.add_argument("--big-count", type=int, default=4)
+    parser.add_argument("--big-count", type=int, default=None, help="default 4 (--quick: 2)")
     parser.add_argument("--big-mib", type=int, default=64)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=None, help="default 3 (--quick: 1)")
     args = parser.parse_args()
+    # An explicit size wins over --quick's.
+    if args.small_count is None:
+        args.small_count = 50 if args.quick else 500
+    if args.big_count is None:
+        args.big_count = 2 if args.quick else 4
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 3
 
     scratch = Path(tempfile.mkdtemp(prefix="s3-download-bench-"))
     weed: SeaweedFS | None = None
