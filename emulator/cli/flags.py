@@ -12,7 +12,7 @@ import click
 
 from emulator.plan.hosts import parse_gpus
 from emulator.request.build import Overrides, split_pair
-from emulator.run.options import DEFAULT_STOP_GRACE_SECONDS, PublishedPort
+from emulator.run.options import DEFAULT_STOP_GRACE_SECONDS, PublishedPort, run_options
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -166,6 +166,27 @@ def s3_options(function: F) -> F:
         ],
         function,
     )
+
+
+def job_machine_options(function: F) -> F:
+    """``machine_options`` and ``s3_options`` for a command that runs jobs: the command gets
+    them as one keyword, ``machine`` (the RunOptions they make, as ``run_options`` builds it)."""
+
+    @functools.wraps(function)
+    def with_machine(*args: Any, **kwargs: Any) -> Any:
+        machine = run_options(
+            stop_grace=kwargs.pop("stop_grace"),
+            gpus=kwargs.pop("gpus"),
+            apply_instance_limits=kwargs.pop("apply_instance_limits"),
+            allow_sensitive_paths=kwargs.pop("allow_sensitive_paths"),
+            s3_endpoint_url=kwargs.pop("s3_endpoint_url"),
+            profile=kwargs.pop("profile"),
+            region=kwargs.pop("region"),
+            pass_aws_credentials=kwargs.pop("pass_aws_credentials"),
+        )
+        return function(*args, machine=machine, **kwargs)
+
+    return machine_options(s3_options(cast(F, with_machine)))
 
 
 def debug_options(function: F) -> F:

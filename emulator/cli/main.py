@@ -23,16 +23,15 @@ from emulator import api
 from emulator.cli.debug import check_shell, exec_command, logs, no_echo
 from emulator.cli.flags import (
     debug_options,
-    machine_options,
+    job_machine_options,
     published_ports,
     request_options,
-    s3_options,
 )
 from emulator.cli.rehearsal import rehearsal_options
 from emulator.config import default_home
 from emulator.errors import EmulatorError, RequestInvalid
 from emulator.request.build import Overrides, build_request, load_request
-from emulator.run.options import RunOptions, run_options
+from emulator.run.options import RunOptions
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -108,8 +107,7 @@ def main() -> None:
 @main.command()
 @click.argument("request_file", required=False, metavar="[REQUEST.json]")
 @request_options
-@machine_options
-@s3_options
+@job_machine_options
 @debug_options
 @rehearsal_options
 @click.option("--replace", is_flag=True, help="Discard an earlier finished job of the same name.")
@@ -118,14 +116,7 @@ def main() -> None:
 def run(
     request_file: str | None,
     flags: Overrides,
-    stop_grace: float,
-    gpus: int | None,
-    apply_instance_limits: bool,
-    allow_sensitive_paths: bool,
-    s3_endpoint_url: str | None,
-    profile: str | None,
-    region: str | None,
-    pass_aws_credentials: bool,
+    machine: RunOptions,
     shell: bool,
     keep: bool,
     publish: tuple[str, ...],
@@ -160,16 +151,6 @@ def run(
           --hyperparameter epochs=3 --metric loss='loss=([0-9.]+)'
     """
     signal.signal(signal.SIGTERM, _interrupt)
-    machine = run_options(
-        stop_grace=stop_grace,
-        gpus=gpus,
-        apply_instance_limits=apply_instance_limits,
-        allow_sensitive_paths=allow_sensitive_paths,
-        s3_endpoint_url=s3_endpoint_url,
-        profile=profile,
-        region=region,
-        pass_aws_credentials=pass_aws_credentials,
-    )
     base, base_dir = load_request(request_file) if request_file else (None, Path.cwd())
     if base is None and flags.image is None:
         fail("give a REQUEST.json or at least --image (see `emulator run --help`)")

@@ -10,9 +10,9 @@ from typing import Any
 
 import click
 
-from emulator.cli.flags import machine_options, s3_options
+from emulator.cli.flags import job_machine_options
 from emulator.errors import EmulatorError
-from emulator.run.options import run_options
+from emulator.run.options import RunOptions
 
 EXIT_INTERRUPTED = 130
 
@@ -50,22 +50,14 @@ EXIT_INTERRUPTED = 130
         "(or EMULATOR_SERVE_AUTH, kept out of `ps`)."
     ),
 )
-@machine_options
-@s3_options
+@job_machine_options
 def serve(
     host: str,
     port: int,
     embedded_s3: bool,
     max_concurrent_jobs: int,
     auth: str | None,
-    stop_grace: float,
-    gpus: int | None,
-    apply_instance_limits: bool,
-    allow_sensitive_paths: bool,
-    s3_endpoint_url: str | None,
-    profile: str | None,
-    region: str | None,
-    pass_aws_credentials: bool,
+    machine: RunOptions,
 ) -> None:
     """Serve SageMaker's training-job API, CloudWatch Logs, STS and IAM on one local port, so
     boto3, the AWS CLI and the SageMaker Python SDK run their jobs here, unchanged.
@@ -82,18 +74,8 @@ def serve(
     from emulator.server.auth import parse_auth_option
     from emulator.server.serve import ServeOptions, Server
 
-    if embedded_s3 and s3_endpoint_url:
+    if embedded_s3 and click.get_current_context().params["s3_endpoint_url"]:
         raise EmulatorError("give --s3 (the embedded store) or --s3-endpoint-url, not both")
-    machine = run_options(
-        stop_grace=stop_grace,
-        gpus=gpus,
-        apply_instance_limits=apply_instance_limits,
-        allow_sensitive_paths=allow_sensitive_paths,
-        s3_endpoint_url=s3_endpoint_url,
-        profile=profile,
-        region=region,
-        pass_aws_credentials=pass_aws_credentials,
-    )
     options = ServeOptions(
         host=host,
         port=port,

@@ -127,6 +127,26 @@ def test_stop_grace_must_be_a_finite_number_of_seconds(cli: Cli, grace: str) -> 
     assert "Invalid value for '--stop-grace'" in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["serve", "--s3", "--s3-endpoint-url", "http://127.0.0.1:1"], "--s3 (the embedded"),
+        (["serve", "--s3-endpoint-url", "ftp://x"], "must start with http:// or https://"),
+        (["run", "--image", PROBE, "--s3-endpoint-url", "ftp://x"], "must start with http://"),
+        (["serve", "--stop-grace", "nan"], "Invalid value for '--stop-grace'"),
+        (["serve", "--gpus", "some"], "Invalid value for '--gpus'"),
+    ],
+    ids=["serve-two-stores", "serve-bad-endpoint", "run-bad-endpoint", "serve-grace", "gpus"],
+)
+def test_run_and_serve_check_machine_and_s3_flags_before_starting(
+    cli: Cli, args: list[str], fragment: str
+) -> None:
+    result = cli(*args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert fragment in result.stderr, result.stderr
+
+
 def create_job_in_another_process(home: Path, name: str) -> None:
     """A running job whose emulator process has since ended (killed, say)."""
     code = (
